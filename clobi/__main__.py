@@ -1,0 +1,5 @@
+import sys
+
+from clobi.cli import main
+
+sys.exit(main())

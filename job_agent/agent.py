@@ -1,0 +1,280 @@
+"""The agent loop: poll the priority queues, claim what fits in the free slots, run it.
+
+Lanes are polled highest first. Messages are hints: a claim is a conditional write in DynamoDB,
+and only a won claim deletes the message. An idle agent tops up the dispatch window itself, so
+work flows while the Resource Manager is down, then long-polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+from job_agent.attempt import Attempt, SandboxCache
+from job_agent.volumes import DirVolumes, VolumeProvider
+from shared import naming
+from shared.aws import translated
+from shared.dispatch import Dispatcher
+from shared.errors import AwsError, JobNotFound
+from shared.message import decode
+from shared.models import Bootstrap, Reason, VmState
+from shared.session import Session
+
+log = logging.getLogger(__name__)
+IDLE_WAIT_S = 20
+IDLE_SWEEP_S = 60  # an idle agent sweeps every lane and tops up the window this often
+
+
+class JobAgent:
+    def __init__(self, bootstrap: Bootstrap, root: Path, *, idle_wait_s: int = IDLE_WAIT_S,
+                 volumes: VolumeProvider | None = None,
+                 power_off: Callable[[], None] | None = None) -> None:
+        self.vm_id = bootstrap.vm_id
+        self.cloud = bootstrap.cloud
+        self.cores = bootstrap.cores
+        self.session = Session(bootstrap.session)
+        self.config = bootstrap.session.config
+        self.root = root
+        self.idle_wait_s = idle_wait_s
+        info = bootstrap.session
+        self.volumes = volumes or DirVolumes(self.session.aws, info.bucket, info.releases,
+                                             root / "releases")
+        self.sandboxes = SandboxCache(self.session, root / "cache")
+        self.dispatcher = Dispatcher(self.session)
+        self.stopping = threading.Event()
+        self._power_off = power_off
+        self._shut_down = False
+        self.draining = False
+        self._lock = threading.Lock()
+        self._slot_freed = threading.Event()
+        self._attempts: dict[str, tuple[Attempt, threading.Thread]] = {}
+        self._idle = False
+        self._next_sweep = 0.0
+        self._lanes = [info.queue_url(p) for p in range(info.config.priorities, 0, -1)]
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Register, work until drained or stopped, then leave cleanly. Blocks."""
+        self.draining = self.session.vms.register(self.vm_id, self.cloud, self.cores)
+        log.info("agent %s up: %d cores, session %s", self.vm_id, self.cores, self.session.id)
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        heartbeat.start()
+        while not self.stopping.is_set():
+            try:
+                self.step()
+            except AwsError as err:
+                log.warning("poll failed: %s", err)
+                self.stopping.wait(1.0)
+        self._shutdown()
+
+    def stop(self, reason: Reason | None = None) -> None:
+        """Leave now; with a reason, running jobs are killed and recorded with it."""
+        if reason is not None:
+            for attempt in self.running():
+                attempt.kill(reason)
+        self.stopping.set()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+        for _, thread in list(self._attempts.values()):
+            thread.join()
+        self.volumes.unmount_all()
+        try:
+            self.session.vms.set_state(self.vm_id, VmState.STOPPED)
+        except AwsError as err:
+            log.warning("could not record the VM as stopped: %s", err)
+        log.info("agent %s stopped", self.vm_id)
+        self._upload_log()
+
+    def _upload_log(self) -> None:
+        path = self.root / "agent.log"
+        if not path.exists():
+            return
+        info = self.session.info
+        try:
+            with translated("upload agent log"):
+                self.session.aws.s3.upload_file(str(path), info.bucket,
+                                                naming.agent_log_key(info.prefix, self.vm_id))
+        except AwsError as err:
+            log.warning("%s", err)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def running(self) -> list[Attempt]:
+        with self._lock:
+            return [attempt for attempt, _ in self._attempts.values()]
+
+    def free_slots(self) -> int:
+        with self._lock:
+            return self.cores - sum(a.task.cores for a, _ in self._attempts.values())
+
+    def step(self) -> None:
+        """One turn: leave if drained, else receive and start what fits in the free slots."""
+        if self.draining:
+            if not self.running():
+                log.info("drained: no job left, powering off")
+                self.stopping.set()
+            else:
+                self._slot_freed.wait(1.0)
+                self._slot_freed.clear()
+            return
+        free = self.free_slots()
+        if free <= 0:
+            self._slot_freed.wait(1.0)
+            self._slot_freed.clear()
+            return
+        if self._idle and time.monotonic() < self._next_sweep:
+            messages = self._receive(self._lanes[-1], free, self.idle_wait_s)
+            if not messages:
+                return
+            self._idle = False
+        else:
+            messages = self._sweep(free)
+            if not messages and self.dispatcher.fill() > 0:
+                messages = self._sweep(free)
+            if not messages:
+                self._idle = True
+                self._next_sweep = time.monotonic() + IDLE_SWEEP_S
+                return
+        for lane, message in messages:
+            self._handle(lane, message)
+
+    def _sweep(self, free: int) -> list[tuple[str, dict[str, Any]]]:
+        got: list[tuple[str, dict[str, Any]]] = []
+        for lane in self._lanes:
+            if len(got) >= free:
+                break
+            got.extend(self._receive(lane, free - len(got), 0))
+        return got
+
+    def _receive(self, lane: str, count: int, wait_s: int) -> list[tuple[str, dict[str, Any]]]:
+        with translated("receive job messages"):
+            out = self.session.aws.sqs.receive_message(
+                QueueUrl=lane, MaxNumberOfMessages=max(1, min(10, count)),
+                WaitTimeSeconds=wait_s)
+        return [(lane, message) for message in out.get("Messages", [])]
+
+    def _handle(self, lane: str, message: dict[str, Any]) -> None:
+        try:
+            hint = decode(message["Body"])
+            if hint is None:  # a wake-up: sweep every lane next
+                self._delete(lane, message)
+                return
+            if hint.session != self.session.id:
+                raise ValueError(f"message of another session ({hint.session})")
+        except ValueError as err:
+            self._dead_letter(lane, message, str(err))
+            return
+        claimed = self.session.jobs.claim(hint.job_id, hint.attempt, self.vm_id)
+        if claimed is None:
+            try:
+                self.session.jobs.get(hint.job_id)
+            except JobNotFound:
+                self._dead_letter(lane, message, f"unknown job {hint.job_id}")
+                return
+            self._delete(lane, message)  # stale or duplicate hint: someone else has the job
+            return
+        self._delete(lane, message)
+        attempt = Attempt(self.session, claimed.task, self.vm_id, self.root / "jobs",
+                          self.volumes, self.sandboxes)
+        thread = threading.Thread(target=self._run_attempt, args=(attempt,),
+                                  name=f"job-{claimed.task.id}", daemon=True)
+        with self._lock:
+            self._attempts[claimed.task.id] = (attempt, thread)
+        log.info("claimed job %s attempt %d", claimed.task.id, claimed.task.attempt)
+        thread.start()
+
+    def _run_attempt(self, attempt: Attempt) -> None:
+        try:
+            attempt.run()
+        finally:
+            with self._lock:
+                self._attempts.pop(attempt.task.id, None)
+            self._slot_freed.set()
+
+    def _delete(self, lane: str, message: dict[str, Any]) -> None:
+        try:
+            with translated("delete job message"):
+                self.session.aws.sqs.delete_message(QueueUrl=lane,
+                                                    ReceiptHandle=message["ReceiptHandle"])
+        except AwsError as err:  # the claim holds; a redelivered message loses its claim
+            log.warning("%s", err)
+
+    def _dead_letter(self, lane: str, message: dict[str, Any], why: str) -> None:
+        log.warning("poison message to the dead-letter queue: %s", why)
+        with translated("dead-letter a message"):
+            self.session.aws.sqs.send_message(
+                QueueUrl=self.session.info.queue_urls["dlq"], MessageBody=message["Body"][:200_000],
+                MessageAttributes={"reason": {"DataType": "String", "StringValue": why[:256]}})
+        self._delete(lane, message)
+
+    # --- heartbeat -------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        renew_every_s = self.config.lease_s / 4
+        last_renew = 0.0
+        while not self.stopping.wait(self.config.heartbeat_s):
+            try:
+                self._vm_heartbeat()
+                if time.monotonic() - last_renew >= renew_every_s:
+                    last_renew = time.monotonic()
+                    self._renew_leases()
+            except Exception:  # the heartbeat must outlive any single failure
+                log.exception("heartbeat failed")
+            self._fence_stale()
+
+    def _vm_heartbeat(self) -> None:
+        running = self.running()
+        try:
+            drain, cancels = self.session.vms.heartbeat(self.vm_id, [a.task.id for a in running])
+        except AwsError as err:
+            log.warning("VM heartbeat failed: %s", err)
+            return
+        if drain and not self.draining:
+            log.info("drain requested: taking no new job")
+            self.draining = True
+            self._slot_freed.set()
+        if self.draining and not running and self._power_off is not None:
+            # The main thread may sit in a long poll for up to 20 s: power off from here.
+            log.info("drained: no job left, powering off")
+            self.stopping.set()
+            self._shutdown()
+            self._power_off()
+        for attempt in running:
+            if attempt.task.id in cancels:
+                log.info("job %s: cancel requested", attempt.task.id)
+                attempt.kill(Reason.CANCELLED)
+
+    def _renew_leases(self) -> None:
+        for attempt in self.running():
+            try:
+                cancel = self.session.jobs.renew(attempt.task.id, attempt.task.attempt,
+                                                 self.vm_id)
+            except AwsError as err:
+                log.warning("lease renewal of job %s failed: %s", attempt.task.id, err)
+                continue
+            if cancel is None:
+                log.warning("job %s: lease lost; killing it and writing nothing more",
+                            attempt.task.id)
+                attempt.fence()
+                continue
+            attempt.last_renewed = time.monotonic()
+            if cancel:
+                attempt.kill(Reason.CANCELLED)
+
+    def _fence_stale(self) -> None:
+        """Self-fencing: a lease we could not renew for most of its period is given up."""
+        limit = self.config.lease_s * 0.75
+        for attempt in self.running():
+            if not attempt.fenced and time.monotonic() - attempt.last_renewed > limit:
+                log.warning("job %s: lease not renewed for %.0f s; self-fencing",
+                            attempt.task.id, limit)
+                attempt.fence()

@@ -1,0 +1,172 @@
+"""One attempt of one job on this VM: fetch the sandbox, run, ship outputs, record the result.
+
+Every write is conditioned on still owning the attempt; once fenced (lease lost), the attempt
+kills its process and writes nothing more.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from job_agent.runner import JobProcess, job_environment
+from job_agent.volumes import VolumeProvider
+from shared import naming, sandbox
+from shared.aws import translated
+from shared.errors import ClobiError
+from shared.jobs import Outcome
+from shared.models import JobState, JobTask, Reason
+from shared.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class SandboxCache:
+    """Input sandboxes are content-addressed: each is downloaded once per VM."""
+
+    def __init__(self, session: Session, root: Path) -> None:
+        self._session = session
+        self._root = root
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def get(self, key: str) -> Path:
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            path = self._root / Path(key).name
+            if not path.exists():
+                self._root.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".part")
+                with translated("download input sandbox"):
+                    self._session.aws.s3.download_file(self._session.info.bucket, key, str(tmp))
+                tmp.replace(path)
+            return path
+
+
+class Attempt:
+    def __init__(self, session: Session, task: JobTask, vm_id: str, root: Path,
+                 volumes: VolumeProvider, sandboxes: SandboxCache) -> None:
+        self.task = task
+        self._session = session
+        self._vm = vm_id
+        self._workdir = root / f"{task.id}.{task.attempt}"
+        self._volumes = volumes
+        self._sandboxes = sandboxes
+        self._process: JobProcess | None = None
+        self._pending_kill: Reason | None = None
+        self._lock = threading.Lock()
+        self.fenced = False
+        self.last_renewed = time.monotonic()
+
+    # --- called from the heartbeat thread ----------------------------------------------------
+
+    def kill(self, reason: Reason) -> None:
+        with self._lock:
+            if self._pending_kill is None:
+                self._pending_kill = reason
+            process = self._process
+        if process is not None:
+            process.kill(reason)
+
+    def fence(self) -> None:
+        """Our lease is gone: stop the job and never write for this attempt again."""
+        self.fenced = True
+        self.kill(Reason.LOST_VM)
+
+    # --- the attempt's own thread --------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            outcome = self._run()
+            if outcome is not None and not self.fenced:
+                state = self._session.jobs.complete(self.task.id, self.task.attempt, self._vm,
+                                                    outcome)
+                if state is None:
+                    log.warning("job %s attempt %d was superseded; result dropped",
+                                self.task.id, self.task.attempt)
+                else:
+                    log.info("job %s attempt %d: %s", self.task.id, self.task.attempt, state)
+        except Exception:
+            # Nothing was recorded: the lease runs out and the reaper retries the job.
+            log.exception("job %s attempt %d: agent error", self.task.id, self.task.attempt)
+        finally:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _run(self) -> Outcome | None:
+        task = self.task
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            sandbox.extract(self._sandboxes.get(task.sandbox_key), self._workdir)
+        except ClobiError as err:
+            return self._failed(Reason.INPUT_ERROR, str(err))
+        release_dir = None
+        if task.release:
+            try:
+                release_dir = self._volumes.mount(task.release)
+            except ClobiError as err:
+                return self._failed(Reason.RELEASE_ERROR, str(err))
+        logs = self._workdir / ".clobi"
+        logs.mkdir()
+        env = job_environment(task, self._session.id, self._workdir, release_dir)
+        with self._lock:
+            if self._pending_kill is not None:
+                return self._killed_before_start()
+            self._process = JobProcess(task, self._workdir, env, logs / "stdout", logs / "stderr")
+        result = self._process.wait()
+        if self.fenced:
+            return None
+        if not self._session.jobs.start_saving(task.id, task.attempt, self._vm):
+            self.fenced = True
+            return None
+        try:
+            result_key = self._ship(logs)
+        except ClobiError as err:
+            return self._failed(Reason.OUTPUT_ERROR, str(err))
+        if result.reason is Reason.CANCELLED:
+            return Outcome(JobState.CANCELLED, result.exit_code, Reason.CANCELLED, result_key)
+        if result.reason is not None:
+            return Outcome(JobState.FAILED, result.exit_code, result.reason, result_key)
+        if result.exit_code == 0:
+            return Outcome(JobState.SUCCEEDED, 0, None, result_key)
+        return Outcome(JobState.FAILED, result.exit_code, Reason.EXIT_CODE, result_key)
+
+    def _killed_before_start(self) -> Outcome | None:
+        if self.fenced:
+            return None
+        reason = self._pending_kill or Reason.CANCELLED
+        state = JobState.CANCELLED if reason is Reason.CANCELLED else JobState.FAILED
+        return Outcome(state, None, reason, None)
+
+    def _failed(self, reason: Reason, message: str) -> Outcome:
+        log.warning("job %s attempt %d: %s: %s", self.task.id, self.task.attempt, reason, message)
+        self._session.events.append(self.task.id, "error", attempt=self.task.attempt,
+                                    vm=self._vm, detail=f"{reason}: {message}"[:500])
+        return Outcome(JobState.FAILED, None, reason, None)
+
+    def _ship(self, logs: Path) -> str:
+        """Upload stdout, stderr and the files matching `outputs` under the attempt's prefix."""
+        info = self._session.info
+        prefix = naming.attempt_prefix(info.prefix, self.task.id, self.task.attempt)
+        entries = [(name, path) for name, path in self._outputs()]
+        s3 = self._session.aws.s3
+        with translated("upload outputs"):
+            for stream in ("stdout", "stderr"):
+                s3.upload_file(str(logs / stream), info.bucket, prefix + stream)
+            s3.put_object(Bucket=info.bucket, Key=prefix + "output.tar.gz",
+                          Body=sandbox.pack(entries))
+        return prefix
+
+    def _outputs(self) -> list[tuple[str, Path]]:
+        found: dict[str, Path] = {}
+        for path in sorted(self._workdir.rglob("*")):
+            relative = path.relative_to(self._workdir).as_posix()
+            if relative.startswith((".clobi", ".tmp")) or not path.is_file() or path.is_symlink():
+                continue
+            if any(fnmatch.fnmatch(relative, pattern) for pattern in self.task.outputs):
+                found[relative] = path
+        return sorted(found.items())

@@ -1,0 +1,73 @@
+"""How an agent learns who it is: a bootstrap file, or EC2 user-data read through IMDSv2."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from pathlib import Path
+
+import pydantic
+
+from shared.errors import ConfigError
+from shared.models import Bootstrap
+
+IMDS_DEFAULT = "http://169.254.169.254"
+
+
+def imds_endpoint() -> str:
+    """The metadata endpoint; overridable as boto3 allows, so tests can run a fake one."""
+    return os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS_DEFAULT).rstrip("/")
+
+
+def imds_get(path: str, timeout_s: float = 2.0) -> str | None:
+    """GET a metadata path with an IMDSv2 token; None when it does not exist (404)."""
+    base = imds_endpoint()
+    token_request = urllib.request.Request(
+        f"{base}/latest/api/token", method="PUT",
+        headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
+    with urllib.request.urlopen(token_request, timeout=timeout_s) as response:
+        token = response.read().decode()
+    request = urllib.request.Request(f"{base}/latest/{path}",
+                                     headers={"X-aws-ec2-metadata-token": token})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return None
+        raise
+
+
+def parse_bootstrap(text: str | bytes, source: str) -> Bootstrap:
+    try:
+        return Bootstrap.model_validate_json(text)
+    except pydantic.ValidationError as err:
+        raise ConfigError(f"{source}: not a valid bootstrap ({err.error_count()} errors)") from None
+
+
+def load_bootstrap(path: Path | None) -> Bootstrap:
+    if path is not None:
+        try:
+            return parse_bootstrap(path.read_bytes(), str(path))
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        user_data = imds_get("user-data")
+    except OSError as err:
+        raise ConfigError(f"no --bootstrap given and no instance metadata at {imds_endpoint()} "
+                          f"({err})") from None
+    if user_data is None:
+        raise ConfigError("instance metadata has no user-data")
+    return parse_bootstrap(extract_bootstrap(user_data), "user-data")
+
+
+def extract_bootstrap(user_data: str) -> str:
+    """User-data is the bootstrap JSON itself, or cloud-config carrying it in a marked file."""
+    text = user_data.strip()
+    if text.startswith("{"):
+        return text
+    marker = "CLOBI-BOOTSTRAP"
+    if marker in text:
+        return text.split(f"BEGIN {marker}", 1)[1].split(f"END {marker}", 1)[0] \
+            .strip().strip("#").strip()
+    raise ConfigError("user-data holds no clobi bootstrap")

@@ -1,0 +1,54 @@
+"""`clobi agent`: run a Job Agent on this VM until it is drained or stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from job_agent.agent import JobAgent
+from job_agent.boot import load_bootstrap
+from shared.home import clobi_home
+from shared.models import Reason
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "agent", help="run a Job Agent (on a VM)",
+        description="Run a Job Agent: poll the session's queues, claim and run jobs, ship their "
+                    "sandboxes, until the VM is drained. Without --bootstrap it reads EC2 "
+                    "user-data through IMDSv2.")
+    parser.add_argument("--bootstrap", type=Path, metavar="FILE",
+                        help="bootstrap JSON written by the Resource Manager")
+    parser.add_argument("--workdir", type=Path,
+                        help="working area (default: the bootstrap's, else $CLOBI_HOME/agent/VM)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    bootstrap = load_bootstrap(args.bootstrap)
+    root = args.workdir or Path(bootstrap.workdir or clobi_home() / "agent" / bootstrap.vm_id)
+    root.mkdir(parents=True, exist_ok=True)
+    _log_to(root / "agent.log", debug=args.debug)
+    agent = JobAgent(bootstrap, root, power_off=lambda: os._exit(0))
+
+    def on_term(signum: int, frame: object) -> None:
+        # Stopped from outside: kill our jobs and record them lost, so they are retried now.
+        agent.stop(Reason.LOST_VM)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    agent.run()
+    return 0
+
+
+def _log_to(path: Path, debug: bool) -> None:
+    handlers: list[logging.Handler] = [logging.FileHandler(path), logging.StreamHandler(sys.stderr)]
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)

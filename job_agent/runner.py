@@ -1,0 +1,90 @@
+"""Running one job process: its own process group, a scrubbed environment, walltime and kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.models import JobTask, Reason
+
+KEPT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    exit_code: int | None
+    reason: Reason | None  # None: it ran to its end (exit code says how)
+
+
+class JobProcess:
+    """One job's process group. `kill` may be called from any thread."""
+
+    def __init__(self, task: JobTask, workdir: Path, env: dict[str, str],
+                 stdout: Path, stderr: Path) -> None:
+        self._task = task
+        self._killed: Reason | None = None
+        self._kill_event = threading.Event()
+        with open(stdout, "wb") as out, open(stderr, "wb") as err:
+            self._proc = subprocess.Popen(
+                ["/bin/bash", task.script, *task.args], cwd=workdir, env=env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, process_group=0)
+        self.pid = self._proc.pid
+
+    def kill(self, reason: Reason) -> None:
+        """Ask the job to stop (SIGTERM to its group, SIGKILL after a grace period)."""
+        if self._killed is None:
+            self._killed = reason
+        self._kill_event.set()
+
+    def wait(self) -> ProcessResult:
+        """Block until the process group is gone; enforces the walltime."""
+        deadline = time.monotonic() + self._task.walltime if self._task.walltime else None
+        while self._proc.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.kill(Reason.WALLTIME)
+            if self._kill_event.wait(0.1):
+                self._terminate_group()
+                break
+        code = self._proc.wait()
+        self._kill_group(signal.SIGKILL)  # whatever the job left behind in its group
+        if self._killed is not None:
+            return ProcessResult(code, self._killed)
+        return ProcessResult(code, None)
+
+    def _terminate_group(self) -> None:
+        self._kill_group(signal.SIGTERM)
+        try:
+            self._proc.wait(GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        self._kill_group(signal.SIGKILL)
+
+    def _kill_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def job_environment(task: JobTask, session_id: str, workdir: Path,
+                    release_dir: Path | None) -> dict[str, str]:
+    """A scrubbed environment: a few basics, the job's own variables, and SPEC §6's."""
+    env = {key: os.environ[key] for key in KEPT_ENV if key in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    tmp = workdir / ".tmp"
+    tmp.mkdir(exist_ok=True)
+    env.update({"HOME": str(workdir), "TMPDIR": str(tmp)})
+    env.update(task.env)
+    env.update({
+        "CLOBI_JOB_ID": task.id, "CLOBI_SESSION": session_id, "CLOBI_ATTEMPT": str(task.attempt),
+        "CLOBI_CORES": str(task.cores), "CLOBI_WORKDIR": str(workdir),
+    })
+    if release_dir is not None:
+        env["CLOBI_RELEASE_DIR"] = str(release_dir)
+    return env

@@ -1,0 +1,207 @@
+"""The job commands of the CLI: a thin layer over jobmgmt's Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jobmgmt.client import JobClient, as_dicts, connect, summary
+from shared.cli import Progress, add_json, add_session, print_json, print_table
+from shared.config import load_job_file, parse
+from shared.errors import ClobiError
+from shared.models import JobSpec, JobState, JobStatus
+from shared.timeutil import utcnow
+
+EXIT_FAILED = 1
+EXIT_TIMEOUT = 3
+
+
+def register(commands: Any) -> None:
+    submit = commands.add_parser(
+        "submit", help="submit jobs; prints their ids, one a line",
+        description="Submit a job file ([[job]] tables) or one script, N times.")
+    submit.add_argument("jobfile", nargs="?", type=Path, help="job file (TOML)")
+    submit.add_argument("--script", type=Path, help="a shell script to run (instead of a file)")
+    submit.add_argument("--count", type=int, help="copies of the job (default 1)")
+    submit.add_argument("--priority", type=int, help="1 (lowest) .. the session's priorities")
+    submit.add_argument("--release", help="release to mount (CLOBI_RELEASE_DIR)")
+    submit.add_argument("--input", action="append", default=[], dest="inputs", metavar="PATH",
+                        help="file or directory for the input sandbox (repeatable)")
+    submit.add_argument("--output", action="append", default=[], dest="outputs", metavar="GLOB",
+                        help="files to bring back, relative to the job's directory (repeatable)")
+    submit.add_argument("--cores", type=int, help="cores (slots) the job takes (default 1)")
+    submit.add_argument("--walltime", type=int, metavar="SECONDS", help="kill the job after this")
+    submit.add_argument("--max-attempts", type=int, metavar="N", help="attempts before it fails")
+    submit.add_argument("--name", help="a name to find the jobs by (default: the script's)")
+    submit.add_argument("--token", help="idempotency token: submitting again with the same "
+                                        "token creates nothing new and prints the same ids")
+    add_session(submit)
+    add_json(submit)
+    submit.set_defaults(func=_submit)
+
+    status = commands.add_parser("status", help="one row a job, and counts per state")
+    status.add_argument("jobs", nargs="*", metavar="JOB")
+    status.add_argument("--state", choices=[str(s) for s in JobState])
+    status.add_argument("--name")
+    add_session(status)
+    add_json(status)
+    status.set_defaults(func=_status)
+
+    wait = commands.add_parser(
+        "wait", help="wait until jobs finish; exit 0 when all succeeded",
+        description=f"Wait for jobs (default: all of the session). Exit status 0 when all "
+                    f"succeeded, {EXIT_FAILED} when some failed or were cancelled, "
+                    f"{EXIT_TIMEOUT} on timeout.")
+    wait.add_argument("jobs", nargs="*", metavar="JOB")
+    wait.add_argument("--timeout", type=float, metavar="SECONDS")
+    add_session(wait)
+    add_json(wait)
+    wait.set_defaults(func=_wait)
+
+    cancel = commands.add_parser("cancel", help="remove queued jobs or kill running ones")
+    cancel.add_argument("jobs", nargs="+", metavar="JOB")
+    add_session(cancel)
+    add_json(cancel)
+    cancel.set_defaults(func=_cancel)
+
+    fetch = commands.add_parser("fetch", help="download output sandboxes and logs into "
+                                              "DIR/<job-id>/")
+    fetch.add_argument("jobs", nargs="*", metavar="JOB")
+    fetch.add_argument("-o", "--output-dir", type=Path, default=Path("."), metavar="DIR")
+    add_session(fetch)
+    add_json(fetch)
+    fetch.set_defaults(func=_fetch)
+
+    logs = commands.add_parser("logs", help="stdout and stderr of a job")
+    logs.add_argument("job", metavar="JOB")
+    add_session(logs)
+    add_json(logs)
+    logs.set_defaults(func=_logs)
+
+    events = commands.add_parser("events", help="the lifecycle event log of jobs")
+    events.add_argument("jobs", nargs="+", metavar="JOB")
+    add_session(events)
+    add_json(events)
+    events.set_defaults(func=_events)
+
+
+def _specs(args: argparse.Namespace) -> list[JobSpec]:
+    overrides = {k: v for k, v in {
+        "count": args.count, "priority": args.priority, "release": args.release,
+        "cores": args.cores, "walltime": args.walltime, "max_attempts": args.max_attempts,
+        "name": args.name}.items() if v is not None}
+    if args.inputs:
+        overrides["inputs"] = [str(p) for p in args.inputs]
+    if args.outputs:
+        overrides["outputs"] = args.outputs
+    if args.jobfile and args.script:
+        raise ClobiError("give a job file or --script, not both")
+    if args.jobfile:
+        return [parse(JobSpec, {**spec.model_dump(), **overrides}, str(args.jobfile))
+                for spec in load_job_file(args.jobfile)]
+    if args.script:
+        return [parse(JobSpec, {"script": str(args.script), **overrides}, "arguments")]
+    raise ClobiError("nothing to submit: give a job file or --script FILE")
+
+
+def _submit(args: argparse.Namespace) -> int:
+    specs = _specs(args)
+    client = connect(args.session)
+    progress = Progress()
+    ids = client.submit(specs, token=args.token, progress=progress.update)
+    progress.done()
+    if args.json:
+        print_json(ids)
+    else:
+        print("\n".join(ids))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    rows = connect(args.session).status(args.jobs or None, state=args.state, name=args.name)
+    if args.json:
+        print_json(as_dicts(rows))
+        return 0
+    show_table(rows)
+    print(summary(rows))
+    return 0
+
+
+def show_table(rows: list[JobStatus]) -> None:
+    now = utcnow()
+    print_table(["id", "name", "state", "prio", "try", "vm", "runtime", "exit"],
+                [[r.id, r.name, r.state, r.priority, r.attempt, r.vm,
+                  _runtime(r.started_at, r.finished_at, now), r.exit_code] for r in rows])
+
+
+def _runtime(started: datetime | None, finished: datetime | None, now: datetime) -> str | None:
+    if started is None:
+        return None
+    seconds = int(((finished or now) - started).total_seconds())
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _wait(args: argparse.Namespace) -> int:
+    client = connect(args.session)
+    progress = Progress()
+    try:
+        rows = client.wait(args.jobs or None, timeout=args.timeout, progress=progress.update)
+    except TimeoutError as err:
+        progress.done()
+        print(f"clobi: {err}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    progress.done()
+    if args.json:
+        print_json(as_dicts(rows))
+    else:
+        print(summary(rows))
+    return 0 if all(r.state is JobState.SUCCEEDED for r in rows) else EXIT_FAILED
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    result = connect(args.session).cancel(args.jobs)
+    if args.json:
+        print_json(result)
+    else:
+        for job_id, what in result.items():
+            print(f"{job_id}: {what}")
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    client: JobClient = connect(args.session)
+    progress = Progress()
+    paths = client.fetch(args.jobs or None, args.output_dir, progress=progress.update)
+    progress.done()
+    if args.json:
+        print_json([str(p) for p in paths])
+    else:
+        for path in paths:
+            print(path)
+        print(f"fetched {len(paths)} job(s) into {args.output_dir}", file=sys.stderr)
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    out = connect(args.session).logs(args.job)
+    if args.json:
+        print_json(out)
+        return 0
+    sys.stdout.write(out["stdout"])
+    if out["stderr"]:
+        sys.stderr.write(out["stderr"])
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    events = connect(args.session).events(args.jobs)
+    if args.json:
+        print_json([e.public() for e in events])
+        return 0
+    print_table(["at", "job", "kind", "try", "vm", "detail"],
+                [[e.public()["at"], e.job_id, e.kind, e.attempt, e.vm, e.detail]
+                 for e in events])
+    return 0

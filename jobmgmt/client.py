@@ -1,0 +1,234 @@
+"""The Job Management Interface: submit, monitor, cancel and fetch jobs of one session."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from jobmgmt.validate import validate
+from shared import naming, sandbox, sessionfile
+from shared.aws import translated
+from shared.dispatch import Dispatcher
+from shared.errors import AwsError, ClobiError, JobNotFound
+from shared.events import Event
+from shared.jobs import NewJob, status_of
+from shared.models import JobSpec, JobState, JobStatus
+from shared.session import Session
+
+Progress = Callable[[str], None]
+
+
+def connect(session: str | None = None) -> JobClient:
+    """A client for a session: by id or session-file path; default $CLOBI_SESSION, else the
+    most recent session."""
+    return JobClient(Session(sessionfile.resolve(session)))
+
+
+def _sort_key(job_id: str) -> tuple[str, int]:
+    batch, _, index = job_id.partition(".")
+    return batch, int(index) if index.isdigit() else 0
+
+
+class JobClient:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._jobs = session.jobs
+
+    @property
+    def session_id(self) -> str:
+        return self.session.id
+
+    # --- submit -----------------------------------------------------------------------------
+
+    def submit(self, specs: JobSpec | Sequence[JobSpec], token: str | None = None,
+               progress: Progress | None = None) -> list[str]:
+        """Submit jobs; returns their ids. With a token, a repeated call creates nothing new
+        and returns the same ids. Everything is validated before anything is sent."""
+        specs = [specs] if isinstance(specs, JobSpec) else list(specs)
+        config = self.session.info.config
+        for spec in specs:
+            validate(spec, self.session.info)
+        batch = naming.batch_id(self.session.id, token)
+        seq0 = time.time_ns() // 1_000_000 * 100_000
+        jobs: list[NewJob] = []
+        for spec in specs:
+            key = self._upload_sandbox(spec)
+            task = {"script": Path(spec.script).name, "args": list(spec.args),
+                    "env": dict(spec.env), "release": spec.release, "cores": spec.cores,
+                    "walltime": spec.walltime, "outputs": list(spec.outputs), "sandbox_key": key}
+            name = spec.name or Path(spec.script).stem
+            for _ in range(spec.count):
+                index = len(jobs)
+                jobs.append(NewJob(
+                    id=naming.job_id(batch, index), name=name,
+                    priority=spec.priority or config.default_priority,
+                    max_attempts=spec.max_attempts or config.max_attempts, task=task,
+                    seq=seq0 + index))
+        self._create(jobs, progress)
+        Dispatcher(self.session).fill()
+        return [job.id for job in jobs]
+
+    def _create(self, jobs: list[NewJob], progress: Progress | None) -> None:
+        chunk = 500
+        parts = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
+        done = 0
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for part, _ in zip(parts, pool.map(self._jobs.create, parts), strict=True):
+                done += len(part)
+                if progress:
+                    progress(f"submitted {done}/{len(jobs)} jobs")
+
+    def _upload_sandbox(self, spec: JobSpec) -> str:
+        """Pack script and inputs; upload unless the same archive is stored already."""
+        entries = [(Path(spec.script).name, Path(spec.script))]
+        entries += [(Path(p).name, Path(p)) for p in spec.inputs]
+        data = sandbox.pack(entries)
+        info = self.session.info
+        key = naming.sandbox_key(info.prefix, sandbox.digest(data))
+        s3 = self.session.aws.s3
+        try:
+            with translated("check input sandbox"):
+                s3.head_object(Bucket=info.bucket, Key=key)
+            return key
+        except AwsError as err:
+            if err.code not in ("404", "NoSuchKey", "NotFound"):
+                raise
+        with translated("upload input sandbox"):
+            s3.put_object(Bucket=info.bucket, Key=key, Body=data)
+        return key
+
+    # --- monitor ----------------------------------------------------------------------------
+
+    def status(self, ids: Iterable[str] | None = None, *, state: JobState | str | None = None,
+               name: str | None = None) -> list[JobStatus]:
+        """Status rows, by id or for the whole session (index queries, never a table scan)."""
+        ids = list(ids or [])
+        if ids:
+            items = self._jobs.get_many(ids)
+            missing = [i for i in ids if i not in items]
+            if missing:
+                raise JobNotFound(f"no job {missing[0]} in session {self.session.id}")
+            rows = [status_of(items[i]) for i in ids]
+        else:
+            states = [JobState(state)] if state else list(JobState)
+            rows = [status_of(item) for s in states for item in self._jobs.by_state(s)]
+            rows.sort(key=lambda r: _sort_key(r.id))
+        if state:
+            rows = [r for r in rows if r.state == JobState(state)]
+        if name:
+            rows = [r for r in rows if r.name == name]
+        return rows
+
+    def wait(self, ids: Iterable[str] | None = None, timeout: float | None = None,
+             progress: Progress | None = None, poll_s: float = 1.0) -> list[JobStatus]:
+        """Block until the jobs are all finished; returns their status. Raises TimeoutError."""
+        ids = list(ids or [])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            rows = self.status(ids or None)
+            if progress:
+                progress(summary(rows))
+            if all(r.state.terminal for r in rows):
+                return rows
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"timed out after {timeout:g} s: {summary(rows)}")
+            time.sleep(poll_s if deadline is None else max(0.0, min(
+                poll_s, deadline - time.monotonic())))
+
+    def events(self, ids: Iterable[str]) -> list[Event]:
+        found = [e for job_id in ids for e in self.session.events.for_job(job_id)]
+        return sorted(found, key=lambda e: e.at)
+
+    def logs(self, job_id: str) -> dict[str, str]:
+        """stdout and stderr of a job's latest attempt (as shipped so far)."""
+        item = self._jobs.get(job_id)
+        info = self.session.info
+        prefix = item.get("result_key") or naming.attempt_prefix(
+            info.prefix, job_id, int(item.get("attempt", 0)))
+        out = {}
+        for stream in ("stdout", "stderr"):
+            try:
+                with translated(f"read {stream}"):
+                    body = self.session.aws.s3.get_object(Bucket=info.bucket,
+                                                          Key=prefix + stream)["Body"].read()
+                out[stream] = body.decode("utf-8", errors="replace")
+            except AwsError as err:
+                if err.code not in ("NoSuchKey", "404"):
+                    raise
+                out[stream] = ""
+        return out
+
+    # --- act --------------------------------------------------------------------------------
+
+    def cancel(self, ids: Iterable[str]) -> dict[str, str]:
+        """Cancel jobs: queued ones at once, running ones through their agent (seconds).
+        Returns, per job, `cancelled`, `cancelling` or `finished` (too late)."""
+        result = {}
+        for job_id in ids:
+            state = self._jobs.cancel(job_id)
+            if state is JobState.CANCELLED:
+                result[job_id] = "cancelled"
+            elif state is JobState.RUNNING:
+                vm = self._jobs.get(job_id).get("vm")
+                if vm:
+                    self.session.vms.request_cancel(vm, job_id)
+                result[job_id] = "cancelling"
+            else:
+                self._jobs.get(job_id)  # raises JobNotFound for an unknown id
+                result[job_id] = "finished"
+        return result
+
+    def fetch(self, ids: Iterable[str] | None = None, dest: Path | str = ".",
+              progress: Progress | None = None) -> list[Path]:
+        """Download the outputs and logs of finished jobs into dest/<job-id>/ (safe extraction,
+        parallel). Jobs fetched before are skipped; unfinished jobs are left for later."""
+        dest = Path(dest)
+        rows = [r for r in self.status(ids) if r.state.terminal and r.result_key]
+        done: list[Path] = []
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for path in pool.map(lambda r: self._fetch_one(r, dest), rows):
+                done.append(path)
+                if progress:
+                    progress(f"fetched {len(done)}/{len(rows)} jobs")
+        return done
+
+    def _fetch_one(self, row: JobStatus, dest: Path) -> Path:
+        target = dest / row.id
+        marker = target / ".clobi-fetched"
+        if marker.exists() and marker.read_text().strip() == row.result_key:
+            return target
+        target.mkdir(parents=True, exist_ok=True)
+        info = self.session.info
+        s3 = self.session.aws.s3
+        assert row.result_key is not None
+        try:
+            with translated(f"download outputs of {row.id}"):
+                for stream in ("stdout", "stderr"):
+                    s3.download_file(info.bucket, row.result_key + stream, str(target / stream))
+                archive = s3.get_object(Bucket=info.bucket,
+                                        Key=row.result_key + "output.tar.gz")["Body"].read()
+        except AwsError as err:
+            raise ClobiError(f"job {row.id}: outputs not found ({err})") from err
+        try:
+            sandbox.extract(archive, target)
+        except ClobiError as err:
+            raise ClobiError(f"job {row.id}: {err}") from None
+        marker.write_text(row.result_key + "\n")
+        self.session.events.append(row.id, "fetched", attempt=row.attempt)
+        return target
+
+
+def summary(rows: Sequence[JobStatus]) -> str:
+    """`4 jobs: 1 queued, 2 running, 1 succeeded`."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[str(row.state)] = counts.get(str(row.state), 0) + 1
+    parts = [f"{counts[s]} {s}" for s in JobState if s in counts]
+    return f"{len(rows)} job{'s' if len(rows) != 1 else ''}: " + (", ".join(parts) or "none")
+
+
+def as_dicts(rows: Sequence[JobStatus]) -> list[dict[str, Any]]:
+    return [row.public() for row in rows]

@@ -1,0 +1,1 @@
+"""The Resource Manager: session lifecycle, cloud drivers, the VM pool and its loops."""

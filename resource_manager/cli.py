@@ -1,0 +1,215 @@
+"""The Resource Manager's commands: `clobi local`, `clobi session`, `clobi vm`."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from resource_manager.drivers.local import session_root
+from resource_manager.lifecycle import cleanup_session, create_session
+from resource_manager.pool import Pool
+from resource_manager.template import write_template
+from shared import endpoint, sessionfile
+from shared.cli import Progress, add_json, add_session, print_json, print_table
+from shared.config import load_session_config
+from shared.errors import ClobiError
+from shared.session import Session
+from shared.timeutil import iso
+
+
+def register(commands: Any) -> None:
+    _register_local(commands)
+    _register_session(commands)
+    _register_vm(commands)
+
+
+def _register_local(commands: Any) -> None:
+    local = commands.add_parser(
+        "local", help="the embedded AWS endpoint (moto server on 127.0.0.1)",
+        description="Run the embedded AWS endpoint as a daemon of this machine. Sessions whose "
+                    "config says endpoint_url = \"local\" use it.")
+    sub = local.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = sub.add_parser("up", help="start it (idempotent); prints its URL as the last line")
+    up.add_argument("--port", type=int, default=endpoint.DEFAULT_PORT,
+                    help=f"port on 127.0.0.1 (default {endpoint.DEFAULT_PORT}; 0 = any free)")
+    up.set_defaults(func=_local_up)
+    down = sub.add_parser("down", help="stop it (every session on it is lost)")
+    down.set_defaults(func=_local_down)
+    status = sub.add_parser("status", help="say whether it runs, and where")
+    add_json(status)
+    status.set_defaults(func=_local_status)
+
+
+def _local_up(args: argparse.Namespace) -> int:
+    print(endpoint.up(args.port))
+    return 0
+
+
+def _local_down(args: argparse.Namespace) -> int:
+    print("embedded endpoint stopped" if endpoint.down() else "embedded endpoint was not running")
+    return 0
+
+
+def _local_status(args: argparse.Namespace) -> int:
+    state = endpoint.status()
+    if args.json:
+        print_json({"running": state.running, "url": state.url, "pid": state.pid})
+    else:
+        print(f"running at {state.url} (pid {state.pid})" if state.running else "not running")
+    return 0 if state.running else 1
+
+
+def _register_session(commands: Any) -> None:
+    session = commands.add_parser("session", help="create, inspect and clean up sessions")
+    sub = session.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = sub.add_parser("init", help="write a commented session config and sample jobs")
+    init.add_argument("dir", nargs="?", default=".", type=Path, help="where (default: here)")
+    init.set_defaults(func=_session_init)
+    create = sub.add_parser("create", help="create queues, tables and the S3 prefix; "
+                                           "prints the session id as the last line")
+    create.add_argument("config", type=Path, help="session config (TOML)")
+    create.set_defaults(func=_session_create)
+    listing = sub.add_parser("list", help="the sessions of this machine")
+    add_json(listing)
+    listing.set_defaults(func=_session_list)
+    show = sub.add_parser("show", help="one session's resources and settings")
+    add_session(show)
+    add_json(show)
+    show.set_defaults(func=_session_show)
+    cleanup = sub.add_parser("cleanup", help="terminate the VMs, delete queues, tables and "
+                                             "S3 objects of a session (fetch results first)")
+    add_session(cleanup)
+    cleanup.add_argument("--yes", action="store_true", help="do it without asking")
+    cleanup.set_defaults(func=_session_cleanup)
+
+
+def _session_init(args: argparse.Namespace) -> int:
+    for path in write_template(args.dir):
+        print(path)
+    return 0
+
+
+def _session_create(args: argparse.Namespace) -> int:
+    config = load_session_config(args.config)
+    progress = Progress()
+    info = create_session(config, report=progress.line)
+    print(f"session file {sessionfile.path_for(info.id)}", file=sys.stderr)
+    print(info.id)
+    return 0
+
+
+def _session_list(args: argparse.Namespace) -> int:
+    infos = sessionfile.all_sessions()
+    rows = [{"id": i.id, "created_at": iso(i.created_at), "endpoint": i.endpoint_url or "aws",
+             "region": i.region} for i in infos]
+    if args.json:
+        print_json(rows)
+    elif rows:
+        print_table(["id", "created_at", "endpoint", "region"],
+                    [list(r.values()) for r in rows])
+    else:
+        print("no sessions", file=sys.stderr)
+    return 0
+
+
+def _session_show(args: argparse.Namespace) -> int:
+    info = sessionfile.resolve(args.session)
+    if args.json:
+        print_json(info.model_dump(mode="json"))
+        return 0
+    print(f"session   {info.id}\ncreated   {iso(info.created_at)}\n"
+          f"endpoint  {info.endpoint_url or 'AWS'} ({info.region})\n"
+          f"s3        s3://{info.bucket}/{info.prefix}")
+    for name, url in sorted(info.queue_urls.items()):
+        print(f"queue     {name}: {url}")
+    for kind, table in info.tables.items():
+        print(f"table     {kind}: {table}")
+    for cloud in info.config.clouds:
+        print(f"cloud     {cloud.name} ({cloud.driver}): {cloud.cores_per_vm} cores/VM, "
+              f"max {cloud.max_vms} VMs")
+    for release in sorted(info.config.releases):
+        print(f"release   {release}")
+    return 0
+
+
+def _session_cleanup(args: argparse.Namespace) -> int:
+    info = sessionfile.resolve(args.session)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ClobiError(f"cleanup deletes session {info.id} for good: add --yes")
+        answer = input(f"Delete session {info.id}, its VMs, queues, tables and S3 objects? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=sys.stderr)
+            return 1
+    terminated = Pool(Session(info)).terminate_all()
+    removed = cleanup_session(info)
+    shutil.rmtree(session_root(info.id), ignore_errors=True)
+    print(f"session {info.id} cleaned up: {terminated} VMs terminated, {removed['queues']} "
+          f"queues, {removed['tables']} tables, {removed['objects']} S3 objects deleted")
+    return 0
+
+
+def _register_vm(commands: Any) -> None:
+    vm = commands.add_parser("vm", help="start, list, drain and kill the session's VMs")
+    sub = vm.add_subparsers(dest="action", required=True, metavar="ACTION")
+    start = sub.add_parser("start", help="start VMs in a configured cloud")
+    start.add_argument("cloud", help="a cloud name from the session config")
+    start.add_argument("-n", "--count", type=int, default=1, help="how many (default 1)")
+    add_session(start)
+    add_json(start)
+    start.set_defaults(func=_vm_start)
+    listing = sub.add_parser("list", help="the session's VMs")
+    add_session(listing)
+    add_json(listing)
+    listing.set_defaults(func=_vm_list)
+    drain = sub.add_parser("drain", help="soft kill: finish running jobs, take no new ones, "
+                                         "then power off")
+    drain.add_argument("vms", nargs="+", metavar="VM")
+    add_session(drain)
+    drain.set_defaults(func=_vm_drain)
+    kill = sub.add_parser("kill", help="hard kill: terminate now; their jobs are retried")
+    kill.add_argument("vms", nargs="+", metavar="VM")
+    add_session(kill)
+    kill.set_defaults(func=_vm_kill)
+
+
+def _pool(args: argparse.Namespace) -> Pool:
+    return Pool(Session(sessionfile.resolve(args.session)))
+
+
+def _vm_start(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        raise ClobiError("--count must be at least 1")
+    ids = _pool(args).start(args.cloud, args.count)
+    if args.json:
+        print_json(ids)
+    else:
+        print("\n".join(ids))
+    return 0
+
+
+def _vm_list(args: argparse.Namespace) -> int:
+    rows = [vm.public() for vm in _pool(args).vms()]
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(["id", "cloud", "state", "cores", "jobs", "started", "heartbeat"],
+                    [[r["id"], r["cloud"], r["state"], r["cores"], r["running_jobs"],
+                      r["started_at"], r["last_heartbeat_at"]] for r in rows])
+    return 0
+
+
+def _vm_drain(args: argparse.Namespace) -> int:
+    drained = _pool(args).drain(args.vms)
+    for vm_id in args.vms:
+        print(f"{vm_id}: {'draining' if vm_id in drained else 'not running'}")
+    return 0 if len(drained) == len(args.vms) else 1
+
+
+def _vm_kill(args: argparse.Namespace) -> int:
+    for vm_id in _pool(args).kill(args.vms):
+        print(f"{vm_id}: terminated")
+    return 0

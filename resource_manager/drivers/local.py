@@ -1,0 +1,147 @@
+"""The `local` cloud: each VM is a real `clobi agent` process on this machine, in its own
+session and working area under $CLOBI_HOME/vms/<session>/<vm>/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from resource_manager.drivers.base import CloudDriver, Instance
+from shared.errors import DriverError
+from shared.home import clobi_home
+from shared.models import Bootstrap, LocalCloud, SessionInfo
+
+KILL_WAIT_S = 10.0
+
+
+def session_root(session_id: str) -> Path:
+    return clobi_home() / "vms" / session_id
+
+
+class LocalDriver(CloudDriver):
+    def __init__(self, info: SessionInfo, cloud: LocalCloud) -> None:
+        self.name = cloud.name
+        self._root = session_root(info.id)
+
+    def launch(self, bootstrap: Bootstrap) -> str:
+        vm_dir = self._root / bootstrap.vm_id
+        existing = _read_pid(vm_dir)
+        if existing is not None:
+            return f"pid-{existing}"
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        bootstrap = bootstrap.model_copy(update={"workdir": str(vm_dir / "work")})
+        (vm_dir / "bootstrap.json").write_text(bootstrap.model_dump_json())
+        try:
+            with open(vm_dir / "console.log", "ab") as console:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "job_agent", "--bootstrap", str(vm_dir / "bootstrap.json")],
+                    stdin=subprocess.DEVNULL, stdout=console, stderr=console, cwd=vm_dir,
+                    start_new_session=True)
+        except OSError as err:
+            raise DriverError(f"cannot start a local agent: {err}") from err
+        (vm_dir / "pid").write_text(json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)}))
+        return f"pid-{proc.pid}"
+
+    def instances(self) -> list[Instance]:
+        if not self._root.exists():
+            return []
+        found = []
+        for vm_dir in sorted(self._root.iterdir()):
+            if not (vm_dir / "bootstrap.json").exists():
+                continue
+            try:
+                bootstrap = json.loads((vm_dir / "bootstrap.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if bootstrap.get("cloud") != self.name:
+                continue
+            pid = _read_pid(vm_dir)
+            found.append(Instance(vm_dir.name, f"pid-{pid}" if pid else "-", pid is not None))
+        return found
+
+    def terminate(self, vm_ids: list[str]) -> None:
+        """Hard kill: SIGKILL the agent and every process of its session (its jobs)."""
+        for vm_id in vm_ids:
+            pid = _read_pid(self._root / vm_id)
+            if pid is None:
+                continue
+            kill_session(pid)
+            if _read_pid(self._root / vm_id) is not None:
+                raise DriverError(f"{vm_id}: agent process {pid} survived SIGKILL")
+
+    def remove_all(self) -> None:
+        """Forget every VM's working area (after terminate, at session cleanup)."""
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+def kill_session(sid: int, sig: int = signal.SIGKILL, wait_s: float = KILL_WAIT_S) -> None:
+    """Signal every process in the session `sid` (the agent and the jobs it started)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        members = session_members(sid)
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        _reap(members)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def session_members(sid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _stat(int(entry.name))
+        if stat is not None and stat[3] == sid and stat[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _reap(pids: list[int]) -> None:
+    for pid in pids:  # our own children would stay zombies otherwise
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _stat(pid: int) -> tuple[str, int, int, int, int] | None:
+    """(state, ppid, pgrp, session, start time) from /proc/PID/stat, or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(") ", 1)[1].split()
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19])
+
+
+def _start_time(pid: int) -> int | None:
+    stat = _stat(pid)
+    return stat[4] if stat else None
+
+
+def _read_pid(vm_dir: Path) -> int | None:
+    """The VM's agent pid if that very process is still alive (guards against pid reuse)."""
+    try:
+        record = json.loads((vm_dir / "pid").read_text())
+    except (OSError, ValueError):
+        return None
+    pid = int(record["pid"])
+    stat = _stat(pid)
+    if stat is None or stat[0] == "Z" or stat[4] != record.get("start"):
+        if stat is not None and stat[0] == "Z":
+            _reap([pid])
+        return None
+    return pid

@@ -1,0 +1,89 @@
+"""The VM pool of a session across its clouds: start, list, drain (soft kill), kill (hard)."""
+
+from __future__ import annotations
+
+import logging
+
+from resource_manager.drivers import CloudDriver, driver_for
+from shared import naming
+from shared.errors import ClobiError, ConfigError
+from shared.events import SESSION_KEY
+from shared.models import Bootstrap, VmRecord, VmState
+from shared.session import Session
+
+log = logging.getLogger(__name__)
+
+
+class Pool:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._drivers: dict[str, CloudDriver] = {}
+
+    def driver(self, cloud: str) -> CloudDriver:
+        if cloud not in self._drivers:
+            self._drivers[cloud] = driver_for(self.session.info,
+                                              self.session.info.config.cloud(cloud))
+        return self._drivers[cloud]
+
+    def start(self, cloud: str, count: int = 1) -> list[str]:
+        """Launch `count` VMs in a cloud, within its max_vms; returns their ids."""
+        config = self.session.info.config.cloud(cloud)
+        live = [vm for vm in self.vms() if vm.cloud == cloud and vm.state in _LIVE]
+        if len(live) + count > config.max_vms:
+            raise ConfigError(f"cloud {cloud}: {len(live)} VMs live, max_vms is "
+                              f"{config.max_vms}: cannot start {count} more")
+        started = []
+        for _ in range(count):
+            vm_id = naming.new_vm_id(cloud)
+            bootstrap = Bootstrap(vm_id=vm_id, cloud=cloud, cores=config.cores_per_vm,
+                                  session=self.session.info)
+            self.session.vms.put_launched(vm_id, cloud, config.cores_per_vm, None)
+            try:
+                instance = self.driver(cloud).launch(bootstrap)
+            except ClobiError:
+                self.session.vms.set_state(vm_id, VmState.FAILED)
+                raise
+            self.session.vms.set_instance(vm_id, instance)
+            self.session.events.append(SESSION_KEY, "vm_started", vm=vm_id, detail=cloud)
+            started.append(vm_id)
+        return started
+
+    def vms(self) -> list[VmRecord]:
+        return self.session.vms.all()
+
+    def drain(self, vm_ids: list[str]) -> list[str]:
+        """Soft kill: flag the VMs; their agents finish running jobs and power off."""
+        drained = []
+        for vm_id in vm_ids:
+            if self.session.vms.request_drain(vm_id):
+                self.session.events.append(SESSION_KEY, "vm_drain", vm=vm_id)
+                drained.append(vm_id)
+        return drained
+
+    def kill(self, vm_ids: list[str]) -> list[str]:
+        """Hard kill: terminate now. The reaper retries their jobs."""
+        known = {vm.id: vm for vm in self.vms()}
+        killed = []
+        for vm_id in vm_ids:
+            vm = known.get(vm_id)
+            if vm is None:
+                raise ClobiError(f"no VM {vm_id} in this session")
+            self.driver(vm.cloud).terminate([vm_id])
+            self.session.vms.set_state(vm_id, VmState.STOPPED)
+            self.session.events.append(SESSION_KEY, "vm_killed", vm=vm_id)
+            killed.append(vm_id)
+        return killed
+
+    def terminate_all(self) -> int:
+        """Terminate every VM of every configured cloud (at session cleanup)."""
+        count = 0
+        for cloud in self.session.info.config.clouds:
+            driver = self.driver(cloud.name)
+            ids = [i.vm_id for i in driver.instances() if i.alive]
+            if ids:
+                driver.terminate(ids)
+            count += len(ids)
+        return count
+
+
+_LIVE = (VmState.STARTING, VmState.RUNNING, VmState.DRAINING)

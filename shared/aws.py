@@ -1,0 +1,133 @@
+"""The AWS access layer: boto3 clients built once per endpoint, botocore errors translated to ours."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import AwsError, ConditionFailed
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Not a credential: the embedded endpoint accepts any key, and boto3 refuses to sign without one.
+_EMBEDDED_KEY = "clobi-embedded"
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def is_loopback(endpoint_url: str | None) -> bool:
+    return bool(endpoint_url) and urlparse(endpoint_url).hostname in _LOOPBACK
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Turn botocore errors raised inside into AwsError (ConditionFailed for lost conditions)."""
+    try:
+        yield
+    except ClientError as err:
+        error = err.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        message = error.get("Message", "")
+        if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+            raise ConditionFailed(f"{what}: condition failed", code) from err
+        raise AwsError(f"{what}: {code}: {message}".rstrip(": "), code) from err
+    except BotoCoreError as err:
+        raise AwsError(f"{what}: {err}", type(err).__name__) from err
+
+
+class Aws:
+    """Thread-safe holder of one boto3 client per service for one region and endpoint."""
+
+    def __init__(
+        self,
+        region: str,
+        endpoint_url: str | None = None,
+        *,
+        retries: int = 4,
+        read_timeout_s: float = 30.0,
+        pool_size: int = 32,
+    ) -> None:
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self._session = boto3.session.Session(region_name=region)
+        self._config = Config(
+            retries={"max_attempts": retries, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=read_timeout_s,
+            max_pool_connections=pool_size,
+        )
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, service: str, endpoint_url: str | None = None) -> Any:
+        with self._lock:
+            key = f"{service}@{endpoint_url or ''}"
+            if key not in self._clients:
+                self._clients[key] = self._make(service, endpoint_url or self.endpoint_url)
+            return self._clients[key]
+
+    def _make(self, service: str, endpoint_url: str | None) -> Any:
+        kwargs: dict[str, Any] = {"config": self._config}
+        if endpoint_url:
+            kwargs["endpoint_url"] = endpoint_url
+        if is_loopback(endpoint_url) and self._session.get_credentials() is None:
+            kwargs["aws_access_key_id"] = _EMBEDDED_KEY
+            kwargs["aws_secret_access_key"] = _EMBEDDED_KEY
+        return self._session.client(service, **kwargs)
+
+    @property
+    def sqs(self) -> Any:
+        return self.client("sqs")
+
+    @property
+    def ddb(self) -> Any:
+        return self.client("dynamodb")
+
+    @property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+
+def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict to a DynamoDB item (None values are left out)."""
+    return {k: _serializer.serialize(_plain(v)) for k, v in values.items() if v is not None}
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _python(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def to_value(value: Any) -> dict[str, Any]:
+    return _serializer.serialize(_plain(value))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _python(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list):
+        return [_python(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _python(v) for k, v in value.items()}
+    if isinstance(value, set):
+        return {_python(v) for v in value}
+    return value

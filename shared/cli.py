@@ -1,0 +1,70 @@
+"""What every package's commands share: common options, JSON and table output, progress lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def add_session(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--session", metavar="ID|PATH",
+                        help="session id or session file (default: $CLOBI_SESSION, "
+                             "else the most recent session)")
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document on stdout and nothing else there")
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+class Progress:
+    """Progress lines on stderr: on a terminal (rewriting one line), or always with --progress."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        forced = os.environ.get("CLOBI_PROGRESS") == "1"
+        self.tty = sys.stderr.isatty()
+        self.enabled = (self.tty or forced) if enabled is None else enabled
+        self._open = False
+
+    def line(self, text: str) -> None:
+        """A lasting line: a step that is done."""
+        if self.enabled:
+            self._clear()
+            print(text, file=sys.stderr, flush=True)
+
+    def update(self, text: str) -> None:
+        """A line that the next update replaces (on a terminal)."""
+        if not self.enabled:
+            return
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K" + text)
+            sys.stderr.flush()
+            self._open = True
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        if self._open:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+            self._open = False

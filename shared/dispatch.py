@@ -1,0 +1,101 @@
+"""The dispatch window of SPEC §7: messages go into the priority queues only as work can start.
+
+Queued jobs wait in DynamoDB (a sparse index, per priority, oldest first). `fill` tops the queues
+up to `dispatch_window` messages, highest effective priority first. Anyone may call it — the
+submitter, every agent with free slots, the Resource Manager — so work keeps flowing while the
+Resource Manager is down; a conditional mark makes sure one caller sends each job.
+
+No starvation: a job's effective priority rises one level per `starvation_s` it has waited
+(capped at the top), and its message goes to the queue of that effective priority.
+
+Idle agents long-poll only the lowest lane (p1, where default-priority work goes), so an idle
+pool costs few requests. When a fill finds the window empty and sends work to a higher lane, it
+also rings a doorbell: a wake message in p1, on which an idle agent sweeps every lane.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from shared.aws import translated
+from shared.errors import AwsError
+from shared.jobs import pending_key
+from shared.message import JobMessage, wake
+from shared.session import Session
+from shared.timeutil import parse_iso, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def effective_priority(priority: int, submitted_at: datetime | None, now: datetime,
+                       starvation_s: float, top: int) -> int:
+    """A job's priority raised one level per `starvation_s` of waiting, capped at `top`."""
+    if submitted_at is None:
+        return priority
+    waited_s = max(0.0, (now - submitted_at).total_seconds())
+    return min(top, priority + int(waited_s // starvation_s))
+
+
+class Dispatcher:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._config = session.info.config
+
+    def fill(self) -> int:
+        """Release messages for pending jobs until the window is full; returns how many."""
+        in_window = self._session.jobs.count_sent()
+        room = self._config.dispatch_window - in_window
+        if room <= 0:
+            return 0
+        now = utcnow()
+        candidates: list[tuple[int, int, dict[str, Any]]] = []
+        for priority in range(1, self._config.priorities + 1):
+            for item in self._session.jobs.by_dispatch(pending_key(priority), limit=room):
+                eff = effective_priority(priority, parse_iso(item.get("submitted_at")), now,
+                                         self._config.starvation_s, self._config.priorities)
+                candidates.append((eff, int(item.get("seq", 0)), item))
+        candidates.sort(key=lambda c: (-c[0], c[1]))
+        by_queue: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for eff, _, item in candidates[:room]:
+            if self._session.jobs.mark_sent(item["id"], pending_key(int(item["priority"]))):
+                by_queue[eff].append(item)
+        sent = 0
+        for eff, items in by_queue.items():
+            sent += self._send(eff, items)
+        if sent and in_window == 0 and set(by_queue) != {1}:
+            self._ring()
+        return sent
+
+    def _ring(self) -> None:
+        try:
+            with translated("wake idle agents"):
+                self._session.aws.sqs.send_message(QueueUrl=self._session.info.queue_url(1),
+                                                   MessageBody=wake(self._session.id))
+        except AwsError as err:  # idle agents sweep every lane within a minute anyway
+            log.warning("%s", err)
+
+    def _send(self, queue_priority: int, items: list[dict[str, Any]]) -> int:
+        url = self._session.info.queue_url(queue_priority)
+        sent = 0
+        for start in range(0, len(items), 10):
+            chunk = items[start:start + 10]
+            entries = [{"Id": str(i), "MessageBody": JobMessage(
+                self._session.id, item["id"], int(item["attempt"])).encode()}
+                for i, item in enumerate(chunk)]
+            failed: set[str] = set(e["Id"] for e in entries)
+            try:
+                with translated("send job messages"):
+                    out = self._session.aws.sqs.send_message_batch(QueueUrl=url, Entries=entries)
+                failed = {f["Id"] for f in out.get("Failed", [])}
+            except Exception:  # noqa: BLE001 - the jobs go back to pending whatever failed
+                log.warning("sending %d job messages failed; they stay pending", len(chunk),
+                            exc_info=True)
+            for i, item in enumerate(chunk):
+                if str(i) in failed:
+                    self._session.jobs.mark_pending(item["id"], int(item["priority"]), None)
+                else:
+                    sent += 1
+        return sent

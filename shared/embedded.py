@@ -1,0 +1,190 @@
+"""The embedded AWS endpoint: a moto server on 127.0.0.1 that keeps the promises clobi relies on.
+
+moto's threaded server does not make DynamoDB conditional writes atomic under concurrency, and
+its SQS can deliver a message twice under concurrent receive/delete. We serialize request
+handling (one lock around each request) and wait out SQS long polls in short steps outside the
+lock, so a long poll never blocks other clients. `clobi local` and the tests use this launcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from shared.errors import EndpointError
+
+POLL_STEP_S = 0.05
+StartResponse = Callable[..., Any]
+
+
+class SerializedApp:
+    """WSGI middleware: one request at a time inside the backend, long polls outside the lock."""
+
+    def __init__(self, app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        body = _read_body(environ)
+        wait_s, body = _strip_long_poll(environ, body)
+        deadline = time.monotonic() + wait_s
+        while True:
+            status, headers, payload = self._call_locked(environ, body)
+            if wait_s <= 0 or _has_messages(payload) or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_STEP_S)
+        start_response(status, headers)
+        return [payload]
+
+    def _call_locked(self, environ: dict[str, Any], body: bytes) -> tuple[str, list[Any], bytes]:
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[Any], exc_info: Any = None) -> None:
+            captured[:] = [status, headers]
+
+        env = dict(environ)
+        env["wsgi.input"] = io.BytesIO(body)
+        env["CONTENT_LENGTH"] = str(len(body))
+        with self._lock:
+            self.requests += 1
+            result = self._app(env, capture)
+            try:
+                payload = b"".join(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        status, headers = captured
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(payload))))
+        return status, headers, payload
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    stream = environ["wsgi.input"]
+    if length > 0:
+        return bytes(stream.read(length))
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        return bytes(stream.read())
+    return b""
+
+
+def _strip_long_poll(environ: dict[str, Any], body: bytes) -> tuple[float, bytes]:
+    """For an SQS ReceiveMessage with WaitTimeSeconds > 0: (seconds, the same request with 0)."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target == "AmazonSQS.ReceiveMessage":
+        request = json.loads(body or b"{}")
+        wait = float(request.get("WaitTimeSeconds") or 0)
+        if wait > 0:
+            request["WaitTimeSeconds"] = 0
+            return wait, json.dumps(request).encode()
+    elif b"Action=ReceiveMessage" in body:
+        fields = parse_qsl(body.decode(), keep_blank_values=True)
+        wait = float(dict(fields).get("WaitTimeSeconds") or 0)
+        if wait > 0:
+            fields = [(k, "0" if k == "WaitTimeSeconds" else v) for k, v in fields]
+            return wait, urlencode(fields).encode()
+    return 0.0, body
+
+
+def _has_messages(payload: bytes) -> bool:
+    return b'"Messages"' in payload or b"<Message>" in payload
+
+
+def make_app() -> SerializedApp:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    return SerializedApp(DomainDispatcherApplication(create_backend_app))
+
+
+def serve(host: str, port: int, ready_file: Path | None) -> None:
+    """Run the endpoint in this process until SIGTERM/SIGINT. Blocks."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Handler(WSGIRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: boto3 reuses its connections
+
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    server = make_server(host, port, make_app(), threaded=True, request_handler=Handler)
+    url = f"http://{host}:{server.server_port}"
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+        tmp.replace(ready_file)
+    server.serve_forever()
+
+
+def launch(
+    port: int = 0,
+    *,
+    ready_file: Path,
+    log_file: Path,
+    detach: bool = True,
+    timeout_s: float = 30.0,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the endpoint in a child process; return it and its URL once it answers."""
+    ready_file.unlink(missing_ok=True)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.embedded", "--port", str(port),
+             "--ready-file", str(ready_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=detach,
+            env=_server_env(),
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready_file.exists():
+            return proc, json.loads(ready_file.read_text())["url"]
+        if proc.poll() is not None:
+            raise EndpointError(f"embedded endpoint exited at start; see {log_file}")
+        time.sleep(0.05)
+    proc.kill()
+    raise EndpointError(f"embedded endpoint did not start within {timeout_s:.0f} s; see {log_file}")
+
+
+def _server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("AWS_ACCESS_KEY_ID", "clobi-embedded")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "clobi-embedded")
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run clobi's embedded AWS endpoint (moto).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--ready-file", type=Path)
+    args = parser.parse_args(argv)
+    serve(args.host, args.port, args.ready_file)
+
+
+if __name__ == "__main__":
+    main()

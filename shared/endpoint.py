@@ -1,0 +1,104 @@
+"""The embedded endpoint as a daemon of this machine: `clobi local up|down|status`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared import embedded
+from shared.errors import EndpointError
+from shared.home import local_dir
+
+LOCAL = "local"
+DEFAULT_PORT = 4566
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    running: bool
+    url: str | None
+    pid: int | None
+
+
+def _state_file() -> Path:
+    return local_dir() / "endpoint.json"
+
+
+def _log_file() -> Path:
+    return local_dir() / "endpoint.log"
+
+
+def status() -> EndpointStatus:
+    """Whether the embedded endpoint of this CLOBI_HOME is up. Never raises."""
+    try:
+        state = json.loads(_state_file().read_text())
+        pid, url = int(state["pid"]), str(state["url"])
+    except (OSError, ValueError, KeyError):
+        return EndpointStatus(False, None, None)
+    if _alive(pid) and _answers(url):
+        return EndpointStatus(True, url, pid)
+    return EndpointStatus(False, url, pid)
+
+
+def up(port: int = DEFAULT_PORT) -> str:
+    """Start the endpoint unless it runs already (idempotent); return its URL."""
+    current = status()
+    if current.running and current.url:
+        return current.url
+    _, url = embedded.launch(port, ready_file=_state_file(), log_file=_log_file(), detach=True)
+    return url
+
+
+def down(timeout_s: float = 10.0) -> bool:
+    """Stop the endpoint; True if one was running. Its state (all sessions on it) is lost."""
+    current = status()
+    if current.pid is None or not _alive(current.pid):
+        _state_file().unlink(missing_ok=True)
+        return False
+    os.kill(current.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _alive(current.pid):
+        if time.monotonic() > deadline:
+            os.kill(current.pid, signal.SIGKILL)
+        time.sleep(0.05)
+    _state_file().unlink(missing_ok=True)
+    return True
+
+
+def resolve(endpoint_url: str | None, *, start: bool = False) -> str | None:
+    """Map the config value "local" to the embedded endpoint's URL (starting it if asked)."""
+    if endpoint_url != LOCAL:
+        return endpoint_url
+    current = status()
+    if current.running:
+        return current.url
+    if start:
+        return up(port=0)
+    raise EndpointError("the embedded endpoint is not running; start it with `clobi local up`")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/", timeout=2) as response:
+            return bool(response.status < 500)
+    except OSError:
+        return False

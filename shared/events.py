@@ -1,0 +1,74 @@
+"""The lifecycle event log: one item per transition, read back in time order per job."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.aws import Aws, from_item, to_item, to_value, translated
+from shared.timeutil import iso, parse_iso, utcnow
+
+SESSION_KEY = "-"  # events about the session or its VMs, not a job
+
+
+@dataclass(frozen=True)
+class Event:
+    job_id: str
+    at: datetime
+    kind: str
+    attempt: int | None = None
+    vm: str | None = None
+    detail: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {"job": self.job_id, "at": iso(self.at), "kind": self.kind,
+                "attempt": self.attempt, "vm": self.vm, "detail": self.detail}
+
+
+class EventLog:
+    def __init__(self, aws: Aws, table: str) -> None:
+        self._aws = aws
+        self.table = table
+
+    def item(self, job_id: str, kind: str, *, attempt: int | None = None, vm: str | None = None,
+             detail: str | None = None) -> dict[str, Any]:
+        """The DynamoDB item of one event (for batch or transactional writes)."""
+        at = utcnow()
+        return to_item({"job_id": job_id, "sk": f"{iso(at)}#{secrets.token_hex(3)}", "kind": kind,
+                        "attempt": attempt, "vm": vm, "detail": detail})
+
+    def append(self, job_id: str, kind: str, **fields: Any) -> None:
+        with translated("append event"):
+            self._aws.ddb.put_item(TableName=self.table, Item=self.item(job_id, kind, **fields))
+
+    def append_many(self, items: list[dict[str, Any]]) -> None:
+        for start in range(0, len(items), 25):
+            requests = [{"PutRequest": {"Item": item}} for item in items[start:start + 25]]
+            while requests:
+                with translated("append events"):
+                    out = self._aws.ddb.batch_write_item(RequestItems={self.table: requests})
+                requests = out.get("UnprocessedItems", {}).get(self.table, [])
+
+    def for_job(self, job_id: str) -> list[Event]:
+        events = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "job_id = :j",
+            "ExpressionAttributeValues": {":j": to_value(job_id)},
+        }
+        while True:
+            with translated("read events"):
+                page = self._aws.ddb.query(**kwargs)
+            events.extend(_event(from_item(item)) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return events
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _event(raw: dict[str, Any]) -> Event:
+    at = parse_iso(raw["sk"].split("#", 1)[0])
+    assert at is not None
+    return Event(raw["job_id"], at, raw["kind"], raw.get("attempt"), raw.get("vm"),
+                 raw.get("detail"))

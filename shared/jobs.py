@@ -1,0 +1,369 @@
+"""The job table and the state machine of SPEC §6-§7: every transition is one conditional write.
+
+DynamoDB holds the truth. A job item is created `queued` and pending dispatch; the dispatcher
+marks it `sent` when a message is released; a claim sets owner, lease and the fencing attempt;
+every later write of that attempt is conditioned on still owning it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from shared.aws import Aws, from_item, to_item, to_value, translated
+from shared.errors import ConditionFailed, JobNotFound
+from shared.events import EventLog
+from shared.models import JobState, JobStatus, JobTask, Reason
+from shared.timeutil import iso, parse_iso, utcnow
+
+STATE_INDEX = "by_state"
+DISPATCH_INDEX = "by_dispatch"
+SENT = "sent"
+_OWNED = "#st IN (:running, :saving) AND attempt = :att AND vm = :vm"
+
+
+def pending_key(priority: int) -> str:
+    return f"pending#{priority}"
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to create: its id, status fields and task."""
+
+    id: str
+    name: str
+    priority: int
+    max_attempts: int
+    task: dict[str, Any]
+    seq: int  # dispatch order within a priority (submission order)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    task: JobTask
+    lease_seq: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as the agent saw it."""
+
+    state: JobState  # SUCCEEDED, FAILED or CANCELLED
+    exit_code: int | None
+    reason: Reason | None
+    result_key: str | None
+
+
+def _names() -> dict[str, str]:
+    return {"#st": "state"}
+
+
+def _owned_values(attempt: int, vm: str) -> dict[str, Any]:
+    return {":running": to_value("running"), ":saving": to_value("saving"),
+            ":att": to_value(attempt), ":vm": to_value(vm)}
+
+
+class JobTable:
+    """Conditional operations on one session's job table. Each method is one logical transition."""
+
+    def __init__(self, aws: Aws, table: str, events: EventLog) -> None:
+        self._aws = aws
+        self.table = table
+        self.events = events
+
+    # --- creation and reads -----------------------------------------------------------------
+
+    def create(self, jobs: list[NewJob]) -> int:
+        """Create jobs that do not exist yet (idempotent); returns how many were new.
+
+        Jobs and their `submitted` events go in transactions of 50, each conditioned on the job
+        not existing: a repeated submission creates nothing, even after a crash half-way.
+        """
+        created = 0
+        for start in range(0, len(jobs), 50):
+            chunk = jobs[start:start + 50]
+            actions = []
+            for job in chunk:
+                actions.append({"Put": {"TableName": self.table, "Item": self._new_item(job),
+                                        "ConditionExpression": "attribute_not_exists(id)"}})
+                actions.append({"Put": {"TableName": self.events.table,
+                                        "Item": self.events.item(job.id, "submitted",
+                                                                 attempt=0)}})
+            try:
+                with translated("create jobs"):
+                    self._aws.ddb.transact_write_items(TransactItems=actions)
+                created += len(chunk)
+            except ConditionFailed:
+                created += self._create_one_by_one(chunk)
+        return created
+
+    def _create_one_by_one(self, jobs: list[NewJob]) -> int:
+        created = 0
+        for job in jobs:
+            try:
+                with translated("create job"):
+                    self._aws.ddb.put_item(TableName=self.table, Item=self._new_item(job),
+                                           ConditionExpression="attribute_not_exists(id)")
+            except ConditionFailed:
+                continue
+            self.events.append(job.id, "submitted", attempt=0)
+            created += 1
+        return created
+
+    def _new_item(self, job: NewJob) -> dict[str, Any]:
+        return to_item({
+            "id": job.id, "name": job.name, "state": "queued", "priority": job.priority,
+            "attempt": 0, "max_attempts": job.max_attempts, "submitted_at": iso(utcnow()),
+            "task": job.task, "lease_seq": 0, "dq": pending_key(job.priority), "seq": job.seq,
+        })
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with translated("read job"):
+            out = self._aws.ddb.get_item(TableName=self.table, Key={"id": to_value(job_id)},
+                                         ConsistentRead=True)
+        if "Item" not in out:
+            raise JobNotFound(f"no job {job_id}")
+        return from_item(out["Item"])
+
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Items by id (BatchGetItem, 100 a request); unknown ids are left out."""
+        ids = list(dict.fromkeys(job_ids))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 100):
+            keys = [{"id": to_value(i)} for i in ids[start:start + 100]]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                with translated("read jobs"):
+                    out = self._aws.ddb.batch_get_item(RequestItems=request)
+                for item in out.get("Responses", {}).get(self.table, []):
+                    job = from_item(item)
+                    found[job["id"]] = job
+                request = out.get("UnprocessedKeys") or {}
+        return found
+
+    def by_state(self, state: JobState) -> Iterator[dict[str, Any]]:
+        """Every job in a state, through the state index (a query, never a scan)."""
+        yield from self._query(STATE_INDEX, "#st = :s", {":s": to_value(str(state))}, _names())
+
+    def by_dispatch(self, key: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Queued jobs pending dispatch at one priority (oldest first), or those `sent`."""
+        yield from self._query(DISPATCH_INDEX, "dq = :d", {":d": to_value(key)}, None, limit)
+
+    def count_sent(self) -> int:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": DISPATCH_INDEX, "Select": "COUNT",
+            "KeyConditionExpression": "dq = :d", "ExpressionAttributeValues": {":d": to_value(SENT)},
+        }
+        total = 0
+        while True:
+            with translated("count dispatched jobs"):
+                page = self._aws.ddb.query(**kwargs)
+            total += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _query(self, index: str, condition: str, values: dict[str, Any],
+               names: dict[str, str] | None, limit: int | None = None
+               ) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"TableName": self.table, "IndexName": index,
+                                  "KeyConditionExpression": condition,
+                                  "ExpressionAttributeValues": values}
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if limit:
+            kwargs["Limit"] = limit
+        while True:
+            with translated("query jobs"):
+                page = self._aws.ddb.query(**kwargs)
+            yield from (from_item(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page or limit:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # --- dispatch -----------------------------------------------------------------------------
+
+    def mark_sent(self, job_id: str, pending: str) -> bool:
+        """Take a job out of the pending set to send its message; False if someone else did."""
+        return self._try_update(
+            job_id, "SET dq = :sent, dispatched_at = :now",
+            "dq = :pending AND #st = :queued",
+            {":sent": to_value(SENT), ":now": to_value(iso(utcnow())),
+             ":pending": to_value(pending), ":queued": to_value("queued")}, _names())
+
+    def mark_pending(self, job_id: str, priority: int, dispatched_at: str | None) -> bool:
+        """Put a dispatched job back into the pending set (its message failed or went missing)."""
+        condition = "dq = :sent AND #st = :queued"
+        values = {":sent": to_value(SENT), ":queued": to_value("queued"),
+                  ":pending": to_value(pending_key(priority))}
+        if dispatched_at is not None:
+            condition += " AND dispatched_at = :at"
+            values[":at"] = to_value(dispatched_at)
+        return self._try_update(job_id, "SET dq = :pending", condition, values, _names())
+
+    # --- the attempt: claim, heartbeat, saving, complete ----------------------------------------
+
+    def claim(self, job_id: str, attempt: int, vm: str) -> Claimed | None:
+        """Conditionally take a queued job; None if it is not queued at that attempt any more."""
+        now = iso(utcnow())
+        try:
+            with translated("claim job"):
+                out = self._aws.ddb.update_item(
+                    TableName=self.table, Key={"id": to_value(job_id)},
+                    UpdateExpression=("SET #st = :running, attempt = :next, vm = :vm, "
+                                      "started_at = :now, lease_seq = :zero "
+                                      "REMOVE dq, dispatched_at, finished_at, exit_code"),
+                    ConditionExpression=("#st = :queued AND attempt = :att "
+                                         "AND attribute_not_exists(cancel_requested)"),
+                    ExpressionAttributeNames=_names(),
+                    ExpressionAttributeValues={
+                        ":running": to_value("running"), ":queued": to_value("queued"),
+                        ":att": to_value(attempt), ":next": to_value(attempt + 1),
+                        ":vm": to_value(vm), ":now": to_value(now), ":zero": to_value(0)},
+                    ReturnValues="ALL_NEW")
+        except ConditionFailed:
+            return None
+        item = from_item(out["Attributes"])
+        task = JobTask(id=job_id, name=item["name"], attempt=item["attempt"],
+                       max_attempts=item["max_attempts"], **item["task"])
+        self.events.append(job_id, "started", attempt=task.attempt, vm=vm)
+        return Claimed(task, 0)
+
+    def renew(self, job_id: str, attempt: int, vm: str) -> bool | None:
+        """Renew the lease; returns whether a cancel was requested, None if the attempt is lost."""
+        try:
+            with translated("renew lease"):
+                out = self._aws.ddb.update_item(
+                    TableName=self.table, Key={"id": to_value(job_id)},
+                    UpdateExpression="SET lease_seq = lease_seq + :one",
+                    ConditionExpression=_OWNED, ExpressionAttributeNames=_names(),
+                    ExpressionAttributeValues={":one": to_value(1), **_owned_values(attempt, vm)},
+                    ReturnValues="ALL_NEW")
+        except ConditionFailed:
+            return None
+        return bool(out["Attributes"].get("cancel_requested", {}).get("BOOL", False))
+
+    def start_saving(self, job_id: str, attempt: int, vm: str) -> bool:
+        return self._try_update(job_id, "SET #st = :saving", _OWNED,
+                                _owned_values(attempt, vm), _names())
+
+    def complete(self, job_id: str, attempt: int, vm: str, outcome: Outcome) -> JobState | None:
+        """Record how an attempt ended, once, as its owner. A failure with attempts left goes
+        back to `queued`. Returns the state written, or None if the attempt was superseded."""
+        item = self.get(job_id)
+        retry = (outcome.state is JobState.FAILED and attempt < int(item["max_attempts"])
+                 and outcome.reason is not Reason.CANCELLED)
+        fields: dict[str, Any] = {
+            "exit_code": outcome.exit_code,
+            "reason": str(outcome.reason) if outcome.reason else None}
+        if retry:
+            state = JobState.QUEUED
+            fields |= {"state": "queued", "dq": pending_key(int(item["priority"])),
+                       "vm": None, "started_at": None}
+        else:
+            state = outcome.state
+            fields |= {"state": str(state), "finished_at": iso(utcnow()),
+                       "result_key": outcome.result_key}
+        if not self._transition(job_id, fields, _OWNED, _owned_values(attempt, vm)):
+            return None
+        self.events.append(job_id, "retry" if retry else str(state), attempt=attempt, vm=vm,
+                           detail=_detail(outcome.reason, outcome.exit_code))
+        return state
+
+    # --- cancel and the reaper ----------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> JobState | None:
+        """Cancel a queued job now, or flag a running one for its agent. None if already over."""
+        if self._transition(
+                job_id, {"state": "cancelled", "reason": "cancelled",
+                         "finished_at": iso(utcnow()), "dq": None},
+                "#st = :queued", {":queued": to_value("queued")}):
+            self.events.append(job_id, "cancelled", detail="while queued")
+            return JobState.CANCELLED
+        if self._transition(
+                job_id, {"cancel_requested": True}, "#st IN (:running, :saving)",
+                {":running": to_value("running"), ":saving": to_value("saving")}):
+            self.events.append(job_id, "cancel_requested")
+            return JobState.RUNNING
+        return None
+
+    def reap(self, job_id: str, attempt: int, lease_seq: int, detail: str) -> JobState | None:
+        """A lease that stopped: back to `queued`, or `failed` (lost_vm) with no attempts left."""
+        item = self.get(job_id)
+        if int(item["attempt"]) != attempt or int(item.get("lease_seq", 0)) != lease_seq:
+            return None
+        now = iso(utcnow())
+        if item.get("cancel_requested"):
+            state = JobState.CANCELLED
+            fields: dict[str, Any] = {"state": "cancelled", "reason": "cancelled",
+                                      "finished_at": now}
+        elif attempt < int(item["max_attempts"]):
+            state = JobState.QUEUED
+            fields = {"state": "queued", "reason": "lost_vm", "vm": None, "started_at": None,
+                      "dq": pending_key(int(item["priority"]))}
+        else:
+            state = JobState.FAILED
+            fields = {"state": "failed", "reason": "lost_vm", "finished_at": now}
+        condition = "#st IN (:running, :saving) AND attempt = :att AND lease_seq = :seq"
+        values = {":running": to_value("running"), ":saving": to_value("saving"),
+                  ":att": to_value(attempt), ":seq": to_value(lease_seq)}
+        if not self._transition(job_id, fields, condition, values):
+            return None
+        self.events.append(job_id, "cancelled" if state is JobState.CANCELLED else "lost",
+                           attempt=attempt, vm=item.get("vm"), detail=detail)
+        return state
+
+    def _transition(self, job_id: str, fields: dict[str, Any], condition: str,
+                    values: dict[str, Any]) -> bool:
+        """SET the fields that have a value and REMOVE those that are None, if the condition
+        holds. False if it did not."""
+        sets, removes = [], []
+        values = dict(values)
+        for index, (name, value) in enumerate(fields.items()):
+            attr = "#st" if name == "state" else name
+            if value is None:
+                removes.append(attr)
+            else:
+                sets.append(f"{attr} = :f{index}")
+                values[f":f{index}"] = to_value(value)
+        update = ("SET " + ", ".join(sets)) if sets else ""
+        if removes:
+            update += " REMOVE " + ", ".join(removes)
+        return self._try_update(job_id, update.strip(), condition, values, _names())
+
+    def _try_update(self, job_id: str, update: str, condition: str, values: dict[str, Any],
+                    names: dict[str, str] | None) -> bool:
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": {"id": to_value(job_id)},
+                                  "UpdateExpression": update, "ConditionExpression": condition,
+                                  "ExpressionAttributeValues": values}
+        if names and "#st" in update + condition:
+            kwargs["ExpressionAttributeNames"] = names
+        try:
+            with translated(f"update job {job_id}"):
+                self._aws.ddb.update_item(**kwargs)
+        except ConditionFailed:
+            return False
+        return True
+
+
+def _detail(reason: Reason | None, exit_code: int | None) -> str | None:
+    if reason is None and exit_code is None:
+        return None
+    parts = [str(reason)] if reason else []
+    if exit_code is not None:
+        parts.append(f"exit code {exit_code}")
+    return ", ".join(parts)
+
+
+def status_of(item: dict[str, Any]) -> JobStatus:
+    """The public status row of a job item."""
+    return JobStatus(
+        id=item["id"], name=item.get("name", ""), state=JobState(item["state"]),
+        priority=int(item["priority"]), attempt=int(item.get("attempt", 0)),
+        exit_code=item.get("exit_code"), reason=item.get("reason"), vm=item.get("vm"),
+        submitted_at=parse_iso(item.get("submitted_at")),
+        started_at=parse_iso(item.get("started_at")),
+        finished_at=parse_iso(item.get("finished_at")),
+        cancel_requested=bool(item.get("cancel_requested", False)),
+        max_attempts=int(item.get("max_attempts", 1)), result_key=item.get("result_key"))

@@ -1,0 +1,43 @@
+"""The job message: only a hint that a job may be ready. The spec lives in DynamoDB and S3."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class JobMessage:
+    session: str
+    job_id: str
+    attempt: int  # the job's attempt count when the message was sent; stale messages lose the claim
+
+    def encode(self) -> str:
+        return json.dumps({"v": VERSION, "s": self.session, "j": self.job_id, "a": self.attempt},
+                          separators=(",", ":"))
+
+
+def wake(session: str) -> str:
+    """A doorbell for idle agents, which long-poll the lowest lane only (see dispatch.py)."""
+    return json.dumps({"v": VERSION, "s": session, "wake": True}, separators=(",", ":"))
+
+
+def decode(body: str) -> JobMessage | None:
+    """Parse a message body: a job hint, or None for a wake-up; ValueError for anything that
+    is not a message of ours."""
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON: {err.msg}") from None
+    if not isinstance(data, dict) or data.get("v") != VERSION:
+        raise ValueError("not a clobi job message")
+    session, job_id, attempt = data.get("s"), data.get("j"), data.get("a")
+    if data.get("wake") is True and isinstance(session, str):
+        return None
+    if not isinstance(session, str) or not isinstance(job_id, str) or not job_id:
+        raise ValueError("message names no job")
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
+        raise ValueError("message has no valid attempt")
+    return JobMessage(session, job_id, attempt)

@@ -1,0 +1,257 @@
+"""The pydantic models every component agrees on: configs, job specs and records, VMs, bootstrap."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,19}$"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- session config (TOML) -------------------------------------------------------------------
+
+
+class ReleaseConfig(Frozen):
+    """A software release jobs can name; mounted read-only on the VMs."""
+
+    archive: str | None = Field(None, description="tar.gz uploaded at session create (dir volumes)")
+    image: str | None = Field(None, description="ext4/squashfs image uploaded at create (loop)")
+    snapshot: str | None = Field(None, description="EBS snapshot id used on EC2")
+
+
+class LocalCloud(Frozen):
+    """VMs are agent processes on this machine."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    driver: Literal["local"]
+    cores_per_vm: Annotated[int, Field(ge=1, le=256)] = 2
+    min_vms: Annotated[int, Field(ge=0)] = 0
+    max_vms: Annotated[int, Field(ge=0)] = 4
+    cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Ec2Cloud(Frozen):
+    """VMs are EC2 instances booted from an AMI with the agent installed."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    driver: Literal["ec2"]
+    ami: str
+    instance_type: str = "c5.large"
+    cores_per_vm: Annotated[int, Field(ge=1, le=256)] = 2
+    min_vms: Annotated[int, Field(ge=0)] = 0
+    max_vms: Annotated[int, Field(ge=0)] = 10
+    cost_per_hour: Annotated[float, Field(ge=0)] = 0.1
+    spot: bool = False
+    instance_profile: str | None = None
+    subnet_id: str | None = None
+    security_group_ids: tuple[str, ...] = ()
+    region: str | None = None
+    endpoint_url: str | None = None
+
+
+CloudConfig = Annotated[LocalCloud | Ec2Cloud, Field(discriminator="driver")]
+
+
+class SessionConfig(Frozen):
+    """A session's config file, validated; unknown keys are errors."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] = "clobi-sessions"
+    priorities: Annotated[int, Field(ge=1, le=10)] = 3
+    default_priority: Annotated[int, Field(ge=1, le=10)] = 1
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    lease_s: Annotated[float, Field(ge=2, le=3600)] = 60.0
+    heartbeat_s: Annotated[float, Field(ge=0.2, le=600)] = 5.0
+    dispatch_window: Annotated[int, Field(ge=1, le=10000)] = 64
+    starvation_s: Annotated[float, Field(ge=1)] = 300.0
+    releases: dict[str, ReleaseConfig] = {}
+    clouds: tuple[CloudConfig, ...] = ()
+
+    @field_validator("heartbeat_s")
+    @classmethod
+    def _heartbeat_within_lease(cls, value: float, info: Any) -> float:
+        lease = info.data.get("lease_s")
+        if lease is not None and value * 3 > lease:
+            raise ValueError(f"must be at most a third of lease_s ({lease})")
+        return value
+
+    def cloud(self, name: str) -> LocalCloud | Ec2Cloud:
+        for cloud in self.clouds:
+            if cloud.name == name:
+                return cloud
+        known = ", ".join(c.name for c in self.clouds) or "none"
+        from shared.errors import ConfigError
+
+        raise ConfigError(f"unknown cloud {name!r} (configured: {known})")
+
+
+# --- the session file --------------------------------------------------------------------------
+
+
+class SessionInfo(Frozen):
+    """What a client or agent needs to reach a session. Holds no credentials."""
+
+    id: str
+    created_at: datetime
+    region: str
+    endpoint_url: str | None
+    bucket: str
+    prefix: str
+    queue_urls: dict[str, str]  # "p1".."pN" and "dlq"
+    tables: dict[str, str]  # "jobs", "vms", "events"
+    releases: dict[str, str] = {}  # release name -> S3 key (dir volumes)
+    config: SessionConfig
+
+    def queue_url(self, priority: int) -> str:
+        return self.queue_urls[f"p{priority}"]
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SAVING = "saving"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class Reason(StrEnum):
+    """Why a job failed or was cancelled; machine-readable."""
+
+    EXIT_CODE = "exit_code"
+    WALLTIME = "walltime"
+    LOST_VM = "lost_vm"
+    CANCELLED = "cancelled"
+    INPUT_ERROR = "input_error"
+    OUTPUT_ERROR = "output_error"
+    RELEASE_ERROR = "release_error"
+    INVALID = "invalid"
+    AGENT_ERROR = "agent_error"
+
+
+class JobSpec(Frozen):
+    """What a user asks for: one script, run `count` times. Paths are local to the submitter."""
+
+    script: str
+    count: Annotated[int, Field(ge=1, le=100_000)] = 1
+    priority: Annotated[int, Field(ge=1, le=10)] | None = None
+    release: str | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    cores: Annotated[int, Field(ge=1, le=256)] = 1
+    walltime: Annotated[int, Field(ge=1)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
+    name: Annotated[str, Field(max_length=64)] | None = None
+    env: dict[str, str] = {}
+    args: tuple[str, ...] = ()
+
+
+class JobStatus(Frozen):
+    """One row of `clobi status`: the fields of SPEC §3."""
+
+    id: str
+    name: str
+    state: JobState
+    priority: int
+    attempt: int
+    exit_code: int | None = None
+    reason: str | None = None
+    vm: str | None = None
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancel_requested: bool = False
+    max_attempts: int = 1
+    result_key: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        from shared.timeutil import iso
+
+        out = self.model_dump(mode="python", exclude={"cancel_requested", "result_key"})
+        for key in ("submitted_at", "started_at", "finished_at"):
+            out[key] = iso(out[key])
+        out["state"] = str(self.state)
+        return out
+
+
+class JobTask(Frozen):
+    """What an agent needs to run one attempt of a job (stored in the job item)."""
+
+    id: str
+    name: str
+    script: str  # file name of the script inside the input sandbox
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = {}
+    release: str | None = None
+    cores: int = 1
+    walltime: int | None = None
+    outputs: tuple[str, ...] = ()
+    sandbox_key: str  # S3 key of the content-addressed input sandbox
+    attempt: int
+    max_attempts: int
+
+
+# --- VMs -------------------------------------------------------------------------------------
+
+
+class VmState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class VmRecord(Frozen):
+    id: str
+    cloud: str
+    state: VmState
+    cores: int
+    instance_id: str | None = None
+    running_jobs: tuple[str, ...] = ()
+    drain: bool = False
+    started_at: datetime | None = None
+    last_heartbeat_at: datetime | None = None
+
+    def public(self) -> dict[str, Any]:
+        from shared.timeutil import iso
+
+        return {
+            "id": self.id,
+            "cloud": self.cloud,
+            "state": str(self.state),
+            "cores": self.cores,
+            "running_jobs": len(self.running_jobs),
+            "instance_id": self.instance_id,
+            "started_at": iso(self.started_at),
+            "last_heartbeat_at": iso(self.last_heartbeat_at),
+        }
+
+
+class Bootstrap(Frozen):
+    """Everything an agent needs to start; given as a file or EC2 user-data. No credentials."""
+
+    vm_id: str
+    cloud: str
+    cores: int
+    session: SessionInfo
+    workdir: str | None = None  # local VMs: their working area

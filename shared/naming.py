@@ -1,0 +1,68 @@
+"""The one place that names AWS resources, S3 keys, tags and ids for a session."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from shared.timeutil import utcnow
+
+PREFIX = "clobi"
+TAG_SESSION = "clobi:session"
+TAG_VM = "clobi:vm"
+TABLE_KINDS = ("jobs", "vms", "events")
+
+
+def new_session_id(name: str) -> str:
+    """`<name>-<YYMMDD-HHMM>-<4 hex>`: sortable, unique, short enough for every AWS name."""
+    return f"{name}-{utcnow():%y%m%d-%H%M}-{secrets.token_hex(2)}"
+
+
+def queue_name(session_id: str, priority: int) -> str:
+    return f"{PREFIX}-{session_id}-p{priority}"
+
+
+def dlq_name(session_id: str) -> str:
+    return f"{PREFIX}-{session_id}-dlq"
+
+
+def table_name(session_id: str, kind: str) -> str:
+    return f"{PREFIX}-{session_id}-{kind}"
+
+
+def session_prefix(session_id: str) -> str:
+    return f"sessions/{session_id}/"
+
+
+def release_key(prefix: str, release: str) -> str:
+    return f"{prefix}releases/{release}.tar.gz"
+
+
+def sandbox_key(prefix: str, digest: str) -> str:
+    """Input sandboxes are content-addressed: identical archives are stored once."""
+    return f"{prefix}sandboxes/{digest}.tar.gz"
+
+
+def attempt_prefix(prefix: str, job_id: str, attempt: int) -> str:
+    """Outputs go under a per-attempt key so a superseded attempt never overwrites the result."""
+    return f"{prefix}jobs/{job_id}/{attempt}/"
+
+
+def agent_log_key(prefix: str, vm_id: str) -> str:
+    return f"{prefix}logs/{vm_id}.log"
+
+
+def new_vm_id(cloud: str) -> str:
+    return f"vm-{cloud}-{secrets.token_hex(3)}"
+
+
+def batch_id(session_id: str, token: str | None) -> str:
+    """The cluster part of job ids: derived from the token, so a repeated submit gets the same ids."""
+    if token is None:
+        return secrets.token_hex(4)
+    return hashlib.sha256(f"{session_id}\0{token}".encode()).hexdigest()[:8]
+
+
+def job_id(batch: str, index: int) -> str:
+    """`<batch>.<index>`, like HTCondor's cluster.proc."""
+    return f"{batch}.{index}"

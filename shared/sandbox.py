@@ -1,0 +1,131 @@
+"""Sandbox archives: deterministic tar.gz on the way in, checked member by member on the way out.
+
+Extraction accepts regular files and directories only, with relative paths inside the
+destination, no `..`, no links or devices, no setuid/setgid bits, and size and count limits.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from shared.errors import SandboxError
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_members: int = 10_000
+    max_member_bytes: int = 4 * 1024**3
+    max_total_bytes: int = 16 * 1024**3
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def pack(entries: Iterable[tuple[str, Path]]) -> bytes:
+    """A tar.gz of (name in archive, local path) pairs; the same files give the same bytes."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, path in sorted(entries):
+            _add(tar, name, path)
+    return buffer.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, path: Path) -> None:
+    if path.is_symlink():
+        raise SandboxError(f"{path}: links are not allowed in a sandbox")
+    info = tarfile.TarInfo(name)
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if path.is_dir():
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        for child in sorted(path.iterdir()):
+            _add(tar, f"{name}/{child.name}", child)
+    elif path.is_file():
+        info.size = path.stat().st_size
+        info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+        with open(path, "rb") as handle:
+            tar.addfile(info, handle)
+    else:
+        raise SandboxError(f"{path}: not a regular file or directory")
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def extract(data: bytes | Path, dest: Path, limits: Limits = DEFAULT_LIMITS) -> list[Path]:
+    """Check every member, then extract into `dest`; raises SandboxError naming the member."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    stream = open(data, "rb") if isinstance(data, Path) else io.BytesIO(data)  # noqa: SIM115
+    try:
+        with tarfile.open(fileobj=stream, mode="r:*") as tar:
+            members = _checked(tar, limits)
+            written = []
+            for member in members:
+                target = root.joinpath(*PurePosixPath(member.name).parts)
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None
+                with open(target, "wb") as out:
+                    _copy_limited(source, out, member)
+                os.chmod(target, member.mode & 0o755)
+                written.append(target)
+            return written
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as err:
+        raise SandboxError(f"sandbox archive is unreadable: {err}") from None
+    finally:
+        stream.close()
+
+
+def _checked(tar: tarfile.TarFile, limits: Limits) -> list[tarfile.TarInfo]:
+    members, total = [], 0
+    for member in tar:
+        if len(members) >= limits.max_members:
+            raise SandboxError(f"sandbox has more than {limits.max_members} members")
+        name = member.name
+        path = PurePosixPath(name)
+        if path.is_absolute() or name.startswith("/"):
+            raise SandboxError(f"sandbox member {name!r}: absolute path")
+        if ".." in path.parts:
+            raise SandboxError(f"sandbox member {name!r}: '..' in path")
+        if not (member.isfile() or member.isdir()):
+            kind = "link" if member.issym() or member.islnk() else "special file"
+            raise SandboxError(f"sandbox member {name!r}: {kind} not allowed")
+        if member.mode & (stat.S_ISUID | stat.S_ISGID):
+            raise SandboxError(f"sandbox member {name!r}: setuid/setgid bit not allowed")
+        if member.size > limits.max_member_bytes:
+            raise SandboxError(f"sandbox member {name!r}: larger than {limits.max_member_bytes} B")
+        total += member.size
+        if total > limits.max_total_bytes:
+            raise SandboxError(f"sandbox is larger than {limits.max_total_bytes} bytes")
+        members.append(member)
+    return members
+
+
+def _copy_limited(source: io.BufferedReader | object, out: io.BufferedWriter,
+                  member: tarfile.TarInfo) -> None:
+    remaining = member.size
+    read = source.read  # type: ignore[attr-defined]
+    while True:
+        chunk = read(1 << 20)
+        if not chunk:
+            return
+        remaining -= len(chunk)
+        if remaining < 0:
+            raise SandboxError(f"sandbox member {member.name!r}: longer than its header says")
+        out.write(chunk)

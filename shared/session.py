@@ -1,0 +1,33 @@
+"""A live handle on one session: its info, AWS clients and tables, built once and shared."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from shared.aws import Aws
+from shared.events import EventLog
+from shared.jobs import JobTable
+from shared.models import SessionInfo
+from shared.vms import VmTable
+
+
+class Session:
+    def __init__(self, info: SessionInfo, aws: Aws | None = None) -> None:
+        self.info = info
+        self.aws = aws or Aws(info.region, info.endpoint_url)
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @cached_property
+    def events(self) -> EventLog:
+        return EventLog(self.aws, self.info.tables["events"])
+
+    @cached_property
+    def jobs(self) -> JobTable:
+        return JobTable(self.aws, self.info.tables["jobs"], self.events)
+
+    @cached_property
+    def vms(self) -> VmTable:
+        return VmTable(self.aws, self.info.tables["vms"])
