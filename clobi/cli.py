@@ -18,10 +18,10 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="clobi",
         description="clobi: an elastic job system. Queues on SQS, bookkeeping in DynamoDB, "
-                    "sandboxes on S3, VMs on your own machine and on EC2.",
-        epilog="Start with `clobi demo`, or `clobi session init` for a session of your own.")
-    top.add_argument("--debug", action="store_true",
-                     help="show tracebacks and debug logs")
+        "sandboxes on S3, VMs on your own machine and on EC2.",
+        epilog="Start with `clobi demo`, or `clobi session init` for a session of your own.",
+    )
+    top.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.register(commands)
     resource_manager.cli.register(commands)

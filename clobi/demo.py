@@ -33,21 +33,36 @@ RESULTS = Path("clobi-demo-results")
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
-        "demo", help="the main job: embedded AWS, a session, local VMs, sample jobs, results",
+        "demo",
+        help="the main job: embedded AWS, a session, local VMs, sample jobs, results",
         description="Run the event-generation demo: start a private embedded AWS endpoint, "
-                    "create a session with release 14.2.10, start two local VMs, run four "
-                    "generator jobs, fetch their results, and clean everything up.")
-    parser.add_argument("-o", "--output-dir", type=Path, default=RESULTS, metavar="DIR",
-                        help=f"where results go (default ./{RESULTS})")
-    parser.add_argument("--timeout", type=float, default=300, metavar="SECONDS",
-                        help="give up waiting for the jobs after this (default 300)")
+        "create a session with release 14.2.10, start two local VMs, run four "
+        "generator jobs, fetch their results, and clean everything up.",
+    )
+    parser.add_argument(
+        "-o",
+        "--output-dir",
+        type=Path,
+        default=RESULTS,
+        metavar="DIR",
+        help=f"where results go (default ./{RESULTS})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        metavar="SECONDS",
+        help="give up waiting for the jobs after this (default 300)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if not (EXAMPLE / "jobs.toml").exists():
-        raise ClobiError(f"demo inputs not found at {EXAMPLE} (run from a clobi checkout "
-                         "installed with `pip install -e .`)")
+        raise ClobiError(
+            f"demo inputs not found at {EXAMPLE} (run from a clobi checkout "
+            "installed with `pip install -e .`)"
+        )
     say = Progress(enabled=True).line
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="clobi-demo-") as tmp, _home(Path(tmp)):
@@ -75,8 +90,9 @@ def _home(path: Path) -> Iterator[None]:
 
 @contextmanager
 def _endpoint(tmp: Path, say: Any) -> Iterator[str]:
-    proc, url = embedded.launch(0, ready_file=tmp / "endpoint.json",
-                                log_file=tmp / "endpoint.log", detach=False)
+    proc, url = embedded.launch(
+        0, ready_file=tmp / "endpoint.json", log_file=tmp / "endpoint.log", detach=False
+    )
     say(f"[1/6] embedded AWS endpoint up at {url}")
     try:
         yield url
@@ -92,9 +108,13 @@ def _session(url: str, tmp: Path, args: argparse.Namespace, say: Any) -> list[An
         for path in sorted((EXAMPLE / "release").rglob("*")):
             tar.add(path, arcname=path.relative_to(EXAMPLE / "release"), recursive=False)
     config = SessionConfig(
-        name="eventgen", endpoint_url=url, heartbeat_s=1, lease_s=30,
+        name="eventgen",
+        endpoint_url=url,
+        heartbeat_s=1,
+        lease_s=30,
         releases={"14.2.10": ReleaseConfig(archive=str(archive))},
-        clouds=(LocalCloud(name="local", driver="local", cores_per_vm=2, max_vms=2),))
+        clouds=(LocalCloud(name="local", driver="local", cores_per_vm=2, max_vms=2),),
+    )
     info = create_session(config)
     session = Session(info)
     say(f"[2/6] session {info.id}: queues p1..p3, tables, release 14.2.10 uploaded")
@@ -121,14 +141,19 @@ def _session(url: str, tmp: Path, args: argparse.Namespace, say: Any) -> list[An
     finally:
         pool.terminate_all()
         removed = cleanup_session(info)
-        say(f"[6/6] cleaned up: VMs stopped, {removed['queues']} queues, {removed['tables']} "
-            f"tables, {removed['objects']} S3 objects deleted")
+        say(
+            f"[6/6] cleaned up: VMs stopped, {removed['queues']} queues, {removed['tables']} "
+            f"tables, {removed['objects']} S3 objects deleted"
+        )
 
 
 def _wait_gone(pool: Pool, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not any(i.alive for c in pool.session.info.config.clouds
-                   for i in pool.driver(c.name).instances()):
+        if not any(
+            i.alive
+            for c in pool.session.info.config.clouds
+            for i in pool.driver(c.name).instances()
+        ):
             return
         time.sleep(0.2)

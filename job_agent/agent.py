@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from job_agent.attempt import Attempt, SandboxCache
@@ -30,9 +30,15 @@ IDLE_SWEEP_S = 60  # an idle agent sweeps every lane and tops up the window this
 
 
 class JobAgent:
-    def __init__(self, bootstrap: Bootstrap, root: Path, *, idle_wait_s: int = IDLE_WAIT_S,
-                 volumes: VolumeProvider | None = None,
-                 power_off: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: Bootstrap,
+        root: Path,
+        *,
+        idle_wait_s: int = IDLE_WAIT_S,
+        volumes: VolumeProvider | None = None,
+        power_off: Callable[[], None] | None = None,
+    ) -> None:
         self.vm_id = bootstrap.vm_id
         self.cloud = bootstrap.cloud
         self.cores = bootstrap.cores
@@ -41,8 +47,9 @@ class JobAgent:
         self.root = root
         self.idle_wait_s = idle_wait_s
         info = bootstrap.session
-        self.volumes = volumes or DirVolumes(self.session.aws, info.bucket, info.releases,
-                                             root / "releases")
+        self.volumes = volumes or DirVolumes(
+            self.session.aws, info.bucket, info.releases, root / "releases"
+        )
         self.sandboxes = SandboxCache(self.session, root / "cache")
         self.dispatcher = Dispatcher(self.session)
         self.stopping = threading.Event()
@@ -101,8 +108,9 @@ class JobAgent:
         info = self.session.info
         try:
             with translated("upload agent log"):
-                self.session.aws.s3.upload_file(str(path), info.bucket,
-                                                naming.agent_log_key(info.prefix, self.vm_id))
+                self.session.aws.s3.upload_file(
+                    str(path), info.bucket, naming.agent_log_key(info.prefix, self.vm_id)
+                )
         except AwsError as err:
             log.warning("%s", err)
 
@@ -158,8 +166,8 @@ class JobAgent:
     def _receive(self, lane: str, count: int, wait_s: int) -> list[tuple[str, dict[str, Any]]]:
         with translated("receive job messages"):
             out = self.session.aws.sqs.receive_message(
-                QueueUrl=lane, MaxNumberOfMessages=max(1, min(10, count)),
-                WaitTimeSeconds=wait_s)
+                QueueUrl=lane, MaxNumberOfMessages=max(1, min(10, count)), WaitTimeSeconds=wait_s
+            )
         return [(lane, message) for message in out.get("Messages", [])]
 
     def _handle(self, lane: str, message: dict[str, Any]) -> None:
@@ -183,10 +191,12 @@ class JobAgent:
             self._delete(lane, message)  # stale or duplicate hint: someone else has the job
             return
         self._delete(lane, message)
-        attempt = Attempt(self.session, claimed.task, self.vm_id, self.root / "jobs",
-                          self.volumes, self.sandboxes)
-        thread = threading.Thread(target=self._run_attempt, args=(attempt,),
-                                  name=f"job-{claimed.task.id}", daemon=True)
+        attempt = Attempt(
+            self.session, claimed.task, self.vm_id, self.root / "jobs", self.volumes, self.sandboxes
+        )
+        thread = threading.Thread(
+            target=self._run_attempt, args=(attempt,), name=f"job-{claimed.task.id}", daemon=True
+        )
         with self._lock:
             self._attempts[claimed.task.id] = (attempt, thread)
         log.info("claimed job %s attempt %d", claimed.task.id, claimed.task.attempt)
@@ -203,8 +213,9 @@ class JobAgent:
     def _delete(self, lane: str, message: dict[str, Any]) -> None:
         try:
             with translated("delete job message"):
-                self.session.aws.sqs.delete_message(QueueUrl=lane,
-                                                    ReceiptHandle=message["ReceiptHandle"])
+                self.session.aws.sqs.delete_message(
+                    QueueUrl=lane, ReceiptHandle=message["ReceiptHandle"]
+                )
         except AwsError as err:  # the claim holds; a redelivered message loses its claim
             log.warning("%s", err)
 
@@ -212,8 +223,10 @@ class JobAgent:
         log.warning("poison message to the dead-letter queue: %s", why)
         with translated("dead-letter a message"):
             self.session.aws.sqs.send_message(
-                QueueUrl=self.session.info.queue_urls["dlq"], MessageBody=message["Body"][:200_000],
-                MessageAttributes={"reason": {"DataType": "String", "StringValue": why[:256]}})
+                QueueUrl=self.session.info.queue_urls["dlq"],
+                MessageBody=message["Body"][:200_000],
+                MessageAttributes={"reason": {"DataType": "String", "StringValue": why[:256]}},
+            )
         self._delete(lane, message)
 
     # --- heartbeat -------------------------------------------------------------------------
@@ -256,14 +269,14 @@ class JobAgent:
     def _renew_leases(self) -> None:
         for attempt in self.running():
             try:
-                cancel = self.session.jobs.renew(attempt.task.id, attempt.task.attempt,
-                                                 self.vm_id)
+                cancel = self.session.jobs.renew(attempt.task.id, attempt.task.attempt, self.vm_id)
             except AwsError as err:
                 log.warning("lease renewal of job %s failed: %s", attempt.task.id, err)
                 continue
             if cancel is None:
-                log.warning("job %s: lease lost; killing it and writing nothing more",
-                            attempt.task.id)
+                log.warning(
+                    "job %s: lease lost; killing it and writing nothing more", attempt.task.id
+                )
                 attempt.fence()
                 continue
             attempt.last_renewed = time.monotonic()
@@ -275,6 +288,7 @@ class JobAgent:
         limit = self.config.lease_s * 0.75
         for attempt in self.running():
             if not attempt.fenced and time.monotonic() - attempt.last_renewed > limit:
-                log.warning("job %s: lease not renewed for %.0f s; self-fencing",
-                            attempt.task.id, limit)
+                log.warning(
+                    "job %s: lease not renewed for %.0f s; self-fencing", attempt.task.id, limit
+                )
                 attempt.fence()

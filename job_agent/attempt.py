@@ -49,8 +49,15 @@ class SandboxCache:
 
 
 class Attempt:
-    def __init__(self, session: Session, task: JobTask, vm_id: str, root: Path,
-                 volumes: VolumeProvider, sandboxes: SandboxCache) -> None:
+    def __init__(
+        self,
+        session: Session,
+        task: JobTask,
+        vm_id: str,
+        root: Path,
+        volumes: VolumeProvider,
+        sandboxes: SandboxCache,
+    ) -> None:
         self.task = task
         self._session = session
         self._vm = vm_id
@@ -84,11 +91,15 @@ class Attempt:
         try:
             outcome = self._run()
             if outcome is not None and not self.fenced:
-                state = self._session.jobs.complete(self.task.id, self.task.attempt, self._vm,
-                                                    outcome)
+                state = self._session.jobs.complete(
+                    self.task.id, self.task.attempt, self._vm, outcome
+                )
                 if state is None:
-                    log.warning("job %s attempt %d was superseded; result dropped",
-                                self.task.id, self.task.attempt)
+                    log.warning(
+                        "job %s attempt %d was superseded; result dropped",
+                        self.task.id,
+                        self.task.attempt,
+                    )
                 else:
                     log.info("job %s attempt %d: %s", self.task.id, self.task.attempt, state)
         except Exception:
@@ -144,8 +155,13 @@ class Attempt:
 
     def _failed(self, reason: Reason, message: str) -> Outcome:
         log.warning("job %s attempt %d: %s: %s", self.task.id, self.task.attempt, reason, message)
-        self._session.events.append(self.task.id, "error", attempt=self.task.attempt,
-                                    vm=self._vm, detail=f"{reason}: {message}"[:500])
+        self._session.events.append(
+            self.task.id,
+            "error",
+            attempt=self.task.attempt,
+            vm=self._vm,
+            detail=f"{reason}: {message}"[:500],
+        )
         return Outcome(JobState.FAILED, None, reason, None)
 
     def _ship(self, logs: Path) -> str:
@@ -157,8 +173,9 @@ class Attempt:
         with translated("upload outputs"):
             for stream in ("stdout", "stderr"):
                 s3.upload_file(str(logs / stream), info.bucket, prefix + stream)
-            s3.put_object(Bucket=info.bucket, Key=prefix + "output.tar.gz",
-                          Body=sandbox.pack(entries))
+            s3.put_object(
+                Bucket=info.bucket, Key=prefix + "output.tar.gz", Body=sandbox.pack(entries)
+            )
         return prefix
 
     def _outputs(self) -> list[tuple[str, Path]]:

@@ -23,12 +23,15 @@ def imds_get(path: str, timeout_s: float = 2.0) -> str | None:
     """GET a metadata path with an IMDSv2 token; None when it does not exist (404)."""
     base = imds_endpoint()
     token_request = urllib.request.Request(
-        f"{base}/latest/api/token", method="PUT",
-        headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
+        f"{base}/latest/api/token",
+        method="PUT",
+        headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"},
+    )
     with urllib.request.urlopen(token_request, timeout=timeout_s) as response:
         token = response.read().decode()
-    request = urllib.request.Request(f"{base}/latest/{path}",
-                                     headers={"X-aws-ec2-metadata-token": token})
+    request = urllib.request.Request(
+        f"{base}/latest/{path}", headers={"X-aws-ec2-metadata-token": token}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return str(response.read().decode())
@@ -54,8 +57,9 @@ def load_bootstrap(path: Path | None) -> Bootstrap:
     try:
         user_data = imds_get("user-data")
     except OSError as err:
-        raise ConfigError(f"no --bootstrap given and no instance metadata at {imds_endpoint()} "
-                          f"({err})") from None
+        raise ConfigError(
+            f"no --bootstrap given and no instance metadata at {imds_endpoint()} ({err})"
+        ) from None
     if user_data is None:
         raise ConfigError("instance metadata has no user-data")
     return parse_bootstrap(extract_bootstrap(user_data), "user-data")
@@ -68,6 +72,11 @@ def extract_bootstrap(user_data: str) -> str:
         return text
     marker = "CLOBI-BOOTSTRAP"
     if marker in text:
-        return text.split(f"BEGIN {marker}", 1)[1].split(f"END {marker}", 1)[0] \
-            .strip().strip("#").strip()
+        return (
+            text.split(f"BEGIN {marker}", 1)[1]
+            .split(f"END {marker}", 1)[0]
+            .strip()
+            .strip("#")
+            .strip()
+        )
     raise ConfigError("user-data holds no clobi bootstrap")

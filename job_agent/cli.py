@@ -18,14 +18,23 @@ from shared.models import Reason
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
-        "agent", help="run a Job Agent (on a VM)",
+        "agent",
+        help="run a Job Agent (on a VM)",
         description="Run a Job Agent: poll the session's queues, claim and run jobs, ship their "
-                    "sandboxes, until the VM is drained. Without --bootstrap it reads EC2 "
-                    "user-data through IMDSv2.")
-    parser.add_argument("--bootstrap", type=Path, metavar="FILE",
-                        help="bootstrap JSON written by the Resource Manager")
-    parser.add_argument("--workdir", type=Path,
-                        help="working area (default: the bootstrap's, else $CLOBI_HOME/agent/VM)")
+        "sandboxes, until the VM is drained. Without --bootstrap it reads EC2 "
+        "user-data through IMDSv2.",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=Path,
+        metavar="FILE",
+        help="bootstrap JSON written by the Resource Manager",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="working area (default: the bootstrap's, else $CLOBI_HOME/agent/VM)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -48,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _log_to(path: Path, debug: bool) -> None:
     handlers: list[logging.Handler] = [logging.FileHandler(path), logging.StreamHandler(sys.stderr)]
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        handlers=handlers,
+        format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
+    )
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)

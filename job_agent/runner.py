@@ -25,15 +25,22 @@ class ProcessResult:
 class JobProcess:
     """One job's process group. `kill` may be called from any thread."""
 
-    def __init__(self, task: JobTask, workdir: Path, env: dict[str, str],
-                 stdout: Path, stderr: Path) -> None:
+    def __init__(
+        self, task: JobTask, workdir: Path, env: dict[str, str], stdout: Path, stderr: Path
+    ) -> None:
         self._task = task
         self._killed: Reason | None = None
         self._kill_event = threading.Event()
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
             self._proc = subprocess.Popen(
-                ["/bin/bash", task.script, *task.args], cwd=workdir, env=env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, process_group=0)
+                ["/bin/bash", task.script, *task.args],
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                process_group=0,
+            )
         self.pid = self._proc.pid
 
     def kill(self, reason: Reason) -> None:
@@ -72,8 +79,9 @@ class JobProcess:
             pass
 
 
-def job_environment(task: JobTask, session_id: str, workdir: Path,
-                    release_dir: Path | None) -> dict[str, str]:
+def job_environment(
+    task: JobTask, session_id: str, workdir: Path, release_dir: Path | None
+) -> dict[str, str]:
     """A scrubbed environment: a few basics, the job's own variables, and SPEC §6's."""
     env = {key: os.environ[key] for key in KEPT_ENV if key in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -81,10 +89,15 @@ def job_environment(task: JobTask, session_id: str, workdir: Path,
     tmp.mkdir(exist_ok=True)
     env.update({"HOME": str(workdir), "TMPDIR": str(tmp)})
     env.update(task.env)
-    env.update({
-        "CLOBI_JOB_ID": task.id, "CLOBI_SESSION": session_id, "CLOBI_ATTEMPT": str(task.attempt),
-        "CLOBI_CORES": str(task.cores), "CLOBI_WORKDIR": str(workdir),
-    })
+    env.update(
+        {
+            "CLOBI_JOB_ID": task.id,
+            "CLOBI_SESSION": session_id,
+            "CLOBI_ATTEMPT": str(task.attempt),
+            "CLOBI_CORES": str(task.cores),
+            "CLOBI_WORKDIR": str(workdir),
+        }
+    )
     if release_dir is not None:
         env["CLOBI_RELEASE_DIR"] = str(release_dir)
     return env

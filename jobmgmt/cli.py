@@ -21,23 +21,40 @@ EXIT_TIMEOUT = 3
 
 def register(commands: Any) -> None:
     submit = commands.add_parser(
-        "submit", help="submit jobs; prints their ids, one a line",
-        description="Submit a job file ([[job]] tables) or one script, N times.")
+        "submit",
+        help="submit jobs; prints their ids, one a line",
+        description="Submit a job file ([[job]] tables) or one script, N times.",
+    )
     submit.add_argument("jobfile", nargs="?", type=Path, help="job file (TOML)")
     submit.add_argument("--script", type=Path, help="a shell script to run (instead of a file)")
     submit.add_argument("--count", type=int, help="copies of the job (default 1)")
     submit.add_argument("--priority", type=int, help="1 (lowest) .. the session's priorities")
     submit.add_argument("--release", help="release to mount (CLOBI_RELEASE_DIR)")
-    submit.add_argument("--input", action="append", default=[], dest="inputs", metavar="PATH",
-                        help="file or directory for the input sandbox (repeatable)")
-    submit.add_argument("--output", action="append", default=[], dest="outputs", metavar="GLOB",
-                        help="files to bring back, relative to the job's directory (repeatable)")
+    submit.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        dest="inputs",
+        metavar="PATH",
+        help="file or directory for the input sandbox (repeatable)",
+    )
+    submit.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        dest="outputs",
+        metavar="GLOB",
+        help="files to bring back, relative to the job's directory (repeatable)",
+    )
     submit.add_argument("--cores", type=int, help="cores (slots) the job takes (default 1)")
     submit.add_argument("--walltime", type=int, metavar="SECONDS", help="kill the job after this")
     submit.add_argument("--max-attempts", type=int, metavar="N", help="attempts before it fails")
     submit.add_argument("--name", help="a name to find the jobs by (default: the script's)")
-    submit.add_argument("--token", help="idempotency token: submitting again with the same "
-                                        "token creates nothing new and prints the same ids")
+    submit.add_argument(
+        "--token",
+        help="idempotency token: submitting again with the same "
+        "token creates nothing new and prints the same ids",
+    )
     add_session(submit)
     add_json(submit)
     submit.set_defaults(func=_submit)
@@ -51,10 +68,12 @@ def register(commands: Any) -> None:
     status.set_defaults(func=_status)
 
     wait = commands.add_parser(
-        "wait", help="wait until jobs finish; exit 0 when all succeeded",
+        "wait",
+        help="wait until jobs finish; exit 0 when all succeeded",
         description=f"Wait for jobs (default: all of the session). Exit status 0 when all "
-                    f"succeeded, {EXIT_FAILED} when some failed or were cancelled, "
-                    f"{EXIT_TIMEOUT} on timeout.")
+        f"succeeded, {EXIT_FAILED} when some failed or were cancelled, "
+        f"{EXIT_TIMEOUT} on timeout.",
+    )
     wait.add_argument("jobs", nargs="*", metavar="JOB")
     wait.add_argument("--timeout", type=float, metavar="SECONDS")
     add_session(wait)
@@ -67,8 +86,9 @@ def register(commands: Any) -> None:
     add_json(cancel)
     cancel.set_defaults(func=_cancel)
 
-    fetch = commands.add_parser("fetch", help="download output sandboxes and logs into "
-                                              "DIR/<job-id>/")
+    fetch = commands.add_parser(
+        "fetch", help="download output sandboxes and logs into DIR/<job-id>/"
+    )
     fetch.add_argument("jobs", nargs="*", metavar="JOB")
     fetch.add_argument("-o", "--output-dir", type=Path, default=Path("."), metavar="DIR")
     add_session(fetch)
@@ -89,10 +109,19 @@ def register(commands: Any) -> None:
 
 
 def _specs(args: argparse.Namespace) -> list[JobSpec]:
-    overrides = {k: v for k, v in {
-        "count": args.count, "priority": args.priority, "release": args.release,
-        "cores": args.cores, "walltime": args.walltime, "max_attempts": args.max_attempts,
-        "name": args.name}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "count": args.count,
+            "priority": args.priority,
+            "release": args.release,
+            "cores": args.cores,
+            "walltime": args.walltime,
+            "max_attempts": args.max_attempts,
+            "name": args.name,
+        }.items()
+        if v is not None
+    }
     if args.inputs:
         overrides["inputs"] = [str(p) for p in args.inputs]
     if args.outputs:
@@ -100,8 +129,10 @@ def _specs(args: argparse.Namespace) -> list[JobSpec]:
     if args.jobfile and args.script:
         raise ClobiError("give a job file or --script, not both")
     if args.jobfile:
-        return [parse(JobSpec, {**spec.model_dump(), **overrides}, str(args.jobfile))
-                for spec in load_job_file(args.jobfile)]
+        return [
+            parse(JobSpec, {**spec.model_dump(), **overrides}, str(args.jobfile))
+            for spec in load_job_file(args.jobfile)
+        ]
     if args.script:
         return [parse(JobSpec, {"script": str(args.script), **overrides}, "arguments")]
     raise ClobiError("nothing to submit: give a job file or --script FILE")
@@ -132,9 +163,22 @@ def _status(args: argparse.Namespace) -> int:
 
 def show_table(rows: list[JobStatus]) -> None:
     now = utcnow()
-    print_table(["id", "name", "state", "prio", "try", "vm", "runtime", "exit"],
-                [[r.id, r.name, r.state, r.priority, r.attempt, r.vm,
-                  _runtime(r.started_at, r.finished_at, now), r.exit_code] for r in rows])
+    print_table(
+        ["id", "name", "state", "prio", "try", "vm", "runtime", "exit"],
+        [
+            [
+                r.id,
+                r.name,
+                r.state,
+                r.priority,
+                r.attempt,
+                r.vm,
+                _runtime(r.started_at, r.finished_at, now),
+                r.exit_code,
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _runtime(started: datetime | None, finished: datetime | None, now: datetime) -> str | None:
@@ -201,7 +245,8 @@ def _events(args: argparse.Namespace) -> int:
     if args.json:
         print_json([e.public() for e in events])
         return 0
-    print_table(["at", "job", "kind", "try", "vm", "detail"],
-                [[e.public()["at"], e.job_id, e.kind, e.attempt, e.vm, e.detail]
-                 for e in events])
+    print_table(
+        ["at", "job", "kind", "try", "vm", "detail"],
+        [[e.public()["at"], e.job_id, e.kind, e.attempt, e.vm, e.detail] for e in events],
+    )
     return 0

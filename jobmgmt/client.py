@@ -43,8 +43,12 @@ class JobClient:
 
     # --- submit -----------------------------------------------------------------------------
 
-    def submit(self, specs: JobSpec | Sequence[JobSpec], token: str | None = None,
-               progress: Progress | None = None) -> list[str]:
+    def submit(
+        self,
+        specs: JobSpec | Sequence[JobSpec],
+        token: str | None = None,
+        progress: Progress | None = None,
+    ) -> list[str]:
         """Submit jobs; returns their ids. With a token, a repeated call creates nothing new
         and returns the same ids. Everything is validated before anything is sent."""
         specs = [specs] if isinstance(specs, JobSpec) else list(specs)
@@ -56,24 +60,36 @@ class JobClient:
         jobs: list[NewJob] = []
         for spec in specs:
             key = self._upload_sandbox(spec)
-            task = {"script": Path(spec.script).name, "args": list(spec.args),
-                    "env": dict(spec.env), "release": spec.release, "cores": spec.cores,
-                    "walltime": spec.walltime, "outputs": list(spec.outputs), "sandbox_key": key}
+            task = {
+                "script": Path(spec.script).name,
+                "args": list(spec.args),
+                "env": dict(spec.env),
+                "release": spec.release,
+                "cores": spec.cores,
+                "walltime": spec.walltime,
+                "outputs": list(spec.outputs),
+                "sandbox_key": key,
+            }
             name = spec.name or Path(spec.script).stem
             for _ in range(spec.count):
                 index = len(jobs)
-                jobs.append(NewJob(
-                    id=naming.job_id(batch, index), name=name,
-                    priority=spec.priority or config.default_priority,
-                    max_attempts=spec.max_attempts or config.max_attempts, task=task,
-                    seq=seq0 + index))
+                jobs.append(
+                    NewJob(
+                        id=naming.job_id(batch, index),
+                        name=name,
+                        priority=spec.priority or config.default_priority,
+                        max_attempts=spec.max_attempts or config.max_attempts,
+                        task=task,
+                        seq=seq0 + index,
+                    )
+                )
         self._create(jobs, progress)
         Dispatcher(self.session).fill()
         return [job.id for job in jobs]
 
     def _create(self, jobs: list[NewJob], progress: Progress | None) -> None:
         chunk = 500
-        parts = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
+        parts = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
         done = 0
         with ThreadPoolExecutor(max_workers=4) as pool:
             for part, _ in zip(parts, pool.map(self._jobs.create, parts), strict=True):
@@ -102,8 +118,13 @@ class JobClient:
 
     # --- monitor ----------------------------------------------------------------------------
 
-    def status(self, ids: Iterable[str] | None = None, *, state: JobState | str | None = None,
-               name: str | None = None) -> list[JobStatus]:
+    def status(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        state: JobState | str | None = None,
+        name: str | None = None,
+    ) -> list[JobStatus]:
         """Status rows, by id or for the whole session (index queries, never a table scan)."""
         ids = list(ids or [])
         if ids:
@@ -122,8 +143,13 @@ class JobClient:
             rows = [r for r in rows if r.name == name]
         return rows
 
-    def wait(self, ids: Iterable[str] | None = None, timeout: float | None = None,
-             progress: Progress | None = None, poll_s: float = 1.0) -> list[JobStatus]:
+    def wait(
+        self,
+        ids: Iterable[str] | None = None,
+        timeout: float | None = None,
+        progress: Progress | None = None,
+        poll_s: float = 1.0,
+    ) -> list[JobStatus]:
         """Block until the jobs are all finished; returns their status. Raises TimeoutError."""
         ids = list(ids or [])
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -135,8 +161,9 @@ class JobClient:
                 return rows
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"timed out after {timeout:g} s: {summary(rows)}")
-            time.sleep(poll_s if deadline is None else max(0.0, min(
-                poll_s, deadline - time.monotonic())))
+            time.sleep(
+                poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
+            )
 
     def events(self, ids: Iterable[str]) -> list[Event]:
         found = [e for job_id in ids for e in self.session.events.for_job(job_id)]
@@ -147,13 +174,15 @@ class JobClient:
         item = self._jobs.get(job_id)
         info = self.session.info
         prefix = item.get("result_key") or naming.attempt_prefix(
-            info.prefix, job_id, int(item.get("attempt", 0)))
+            info.prefix, job_id, int(item.get("attempt", 0))
+        )
         out = {}
         for stream in ("stdout", "stderr"):
             try:
                 with translated(f"read {stream}"):
-                    body = self.session.aws.s3.get_object(Bucket=info.bucket,
-                                                          Key=prefix + stream)["Body"].read()
+                    body = self.session.aws.s3.get_object(Bucket=info.bucket, Key=prefix + stream)[
+                        "Body"
+                    ].read()
                 out[stream] = body.decode("utf-8", errors="replace")
             except AwsError as err:
                 if err.code not in ("NoSuchKey", "404"):
@@ -181,8 +210,12 @@ class JobClient:
                 result[job_id] = "finished"
         return result
 
-    def fetch(self, ids: Iterable[str] | None = None, dest: Path | str = ".",
-              progress: Progress | None = None) -> list[Path]:
+    def fetch(
+        self,
+        ids: Iterable[str] | None = None,
+        dest: Path | str = ".",
+        progress: Progress | None = None,
+    ) -> list[Path]:
         """Download the outputs and logs of finished jobs into dest/<job-id>/ (safe extraction,
         parallel). Jobs fetched before are skipped; unfinished jobs are left for later."""
         dest = Path(dest)
@@ -208,8 +241,9 @@ class JobClient:
             with translated(f"download outputs of {row.id}"):
                 for stream in ("stdout", "stderr"):
                     s3.download_file(info.bucket, row.result_key + stream, str(target / stream))
-                archive = s3.get_object(Bucket=info.bucket,
-                                        Key=row.result_key + "output.tar.gz")["Body"].read()
+                archive = s3.get_object(Bucket=info.bucket, Key=row.result_key + "output.tar.gz")[
+                    "Body"
+                ].read()
         except AwsError as err:
             raise ClobiError(f"job {row.id}: outputs not found ({err})") from err
         try:

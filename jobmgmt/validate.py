@@ -23,19 +23,24 @@ def validate(spec: JobSpec, info: SessionInfo) -> None:
             raise ValidationError(f"input {path}: no such file or directory")
         total += _size(Path(path))
     if total > MAX_SANDBOX_BYTES:
-        raise ValidationError(f"inputs of {spec.script} are {total} bytes; the limit is "
-                              f"{MAX_SANDBOX_BYTES} (put big data in S3 or a release)")
+        raise ValidationError(
+            f"inputs of {spec.script} are {total} bytes; the limit is "
+            f"{MAX_SANDBOX_BYTES} (put big data in S3 or a release)"
+        )
     names = [script.name] + [Path(p).name for p in spec.inputs]
     if len(set(names)) != len(names):
         raise ValidationError(f"two inputs of {spec.script} have the same name")
     priority = spec.priority or config.default_priority
     if not 1 <= priority <= config.priorities:
-        raise ValidationError(f"priority {priority} is out of range: this session has "
-                              f"priorities 1..{config.priorities}")
+        raise ValidationError(
+            f"priority {priority} is out of range: this session has "
+            f"priorities 1..{config.priorities}"
+        )
     if spec.release is not None and spec.release not in info.releases:
         known = ", ".join(sorted(info.releases)) or "none"
-        raise ValidationError(f"release {spec.release!r} is not known to the session "
-                              f"(known: {known})")
+        raise ValidationError(
+            f"release {spec.release!r} is not known to the session (known: {known})"
+        )
     for pattern in spec.outputs:
         parts = PurePosixPath(pattern).parts
         if not pattern or pattern.startswith("/") or ".." in parts:
@@ -47,8 +52,9 @@ def validate(spec: JobSpec, info: SessionInfo) -> None:
         raise ValidationError(f"env of {spec.script} is larger than {MAX_ENV_BYTES} bytes")
     cores_max = max((c.cores_per_vm for c in config.clouds), default=spec.cores)
     if spec.cores > cores_max:
-        raise ValidationError(f"{spec.cores} cores asked, but the largest VM of the session has "
-                              f"{cores_max}")
+        raise ValidationError(
+            f"{spec.cores} cores asked, but the largest VM of the session has {cores_max}"
+        )
 
 
 def _size(path: Path) -> int:

@@ -28,13 +28,19 @@ def register(commands: Any) -> None:
 
 def _register_local(commands: Any) -> None:
     local = commands.add_parser(
-        "local", help="the embedded AWS endpoint (moto server on 127.0.0.1)",
+        "local",
+        help="the embedded AWS endpoint (moto server on 127.0.0.1)",
         description="Run the embedded AWS endpoint as a daemon of this machine. Sessions whose "
-                    "config says endpoint_url = \"local\" use it.")
+        'config says endpoint_url = "local" use it.',
+    )
     sub = local.add_subparsers(dest="action", required=True, metavar="ACTION")
     up = sub.add_parser("up", help="start it (idempotent); prints its URL as the last line")
-    up.add_argument("--port", type=int, default=endpoint.DEFAULT_PORT,
-                    help=f"port on 127.0.0.1 (default {endpoint.DEFAULT_PORT}; 0 = any free)")
+    up.add_argument(
+        "--port",
+        type=int,
+        default=endpoint.DEFAULT_PORT,
+        help=f"port on 127.0.0.1 (default {endpoint.DEFAULT_PORT}; 0 = any free)",
+    )
     up.set_defaults(func=_local_up)
     down = sub.add_parser("down", help="stop it (every session on it is lost)")
     down.set_defaults(func=_local_down)
@@ -68,8 +74,10 @@ def _register_session(commands: Any) -> None:
     init = sub.add_parser("init", help="write a commented session config and sample jobs")
     init.add_argument("dir", nargs="?", default=".", type=Path, help="where (default: here)")
     init.set_defaults(func=_session_init)
-    create = sub.add_parser("create", help="create queues, tables and the S3 prefix; "
-                                           "prints the session id as the last line")
+    create = sub.add_parser(
+        "create",
+        help="create queues, tables and the S3 prefix; prints the session id as the last line",
+    )
     create.add_argument("config", type=Path, help="session config (TOML)")
     create.set_defaults(func=_session_create)
     listing = sub.add_parser("list", help="the sessions of this machine")
@@ -79,8 +87,11 @@ def _register_session(commands: Any) -> None:
     add_session(show)
     add_json(show)
     show.set_defaults(func=_session_show)
-    cleanup = sub.add_parser("cleanup", help="terminate the VMs, delete queues, tables and "
-                                             "S3 objects of a session (fetch results first)")
+    cleanup = sub.add_parser(
+        "cleanup",
+        help="terminate the VMs, delete queues, tables and "
+        "S3 objects of a session (fetch results first)",
+    )
     add_session(cleanup)
     cleanup.add_argument("--yes", action="store_true", help="do it without asking")
     cleanup.set_defaults(func=_session_cleanup)
@@ -103,13 +114,19 @@ def _session_create(args: argparse.Namespace) -> int:
 
 def _session_list(args: argparse.Namespace) -> int:
     infos = sessionfile.all_sessions()
-    rows = [{"id": i.id, "created_at": iso(i.created_at), "endpoint": i.endpoint_url or "aws",
-             "region": i.region} for i in infos]
+    rows = [
+        {
+            "id": i.id,
+            "created_at": iso(i.created_at),
+            "endpoint": i.endpoint_url or "aws",
+            "region": i.region,
+        }
+        for i in infos
+    ]
     if args.json:
         print_json(rows)
     elif rows:
-        print_table(["id", "created_at", "endpoint", "region"],
-                    [list(r.values()) for r in rows])
+        print_table(["id", "created_at", "endpoint", "region"], [list(r.values()) for r in rows])
     else:
         print("no sessions", file=sys.stderr)
     return 0
@@ -120,16 +137,20 @@ def _session_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(info.model_dump(mode="json"))
         return 0
-    print(f"session   {info.id}\ncreated   {iso(info.created_at)}\n"
-          f"endpoint  {info.endpoint_url or 'AWS'} ({info.region})\n"
-          f"s3        s3://{info.bucket}/{info.prefix}")
+    print(
+        f"session   {info.id}\ncreated   {iso(info.created_at)}\n"
+        f"endpoint  {info.endpoint_url or 'AWS'} ({info.region})\n"
+        f"s3        s3://{info.bucket}/{info.prefix}"
+    )
     for name, url in sorted(info.queue_urls.items()):
         print(f"queue     {name}: {url}")
     for kind, table in info.tables.items():
         print(f"table     {kind}: {table}")
     for cloud in info.config.clouds:
-        print(f"cloud     {cloud.name} ({cloud.driver}): {cloud.cores_per_vm} cores/VM, "
-              f"max {cloud.max_vms} VMs")
+        print(
+            f"cloud     {cloud.name} ({cloud.driver}): {cloud.cores_per_vm} cores/VM, "
+            f"max {cloud.max_vms} VMs"
+        )
     for release in sorted(info.config.releases):
         print(f"release   {release}")
     return 0
@@ -147,8 +168,10 @@ def _session_cleanup(args: argparse.Namespace) -> int:
     terminated = Pool(Session(info)).terminate_all()
     removed = cleanup_session(info)
     shutil.rmtree(session_root(info.id), ignore_errors=True)
-    print(f"session {info.id} cleaned up: {terminated} VMs terminated, {removed['queues']} "
-          f"queues, {removed['tables']} tables, {removed['objects']} S3 objects deleted")
+    print(
+        f"session {info.id} cleaned up: {terminated} VMs terminated, {removed['queues']} "
+        f"queues, {removed['tables']} tables, {removed['objects']} S3 objects deleted"
+    )
     return 0
 
 
@@ -165,8 +188,9 @@ def _register_vm(commands: Any) -> None:
     add_session(listing)
     add_json(listing)
     listing.set_defaults(func=_vm_list)
-    drain = sub.add_parser("drain", help="soft kill: finish running jobs, take no new ones, "
-                                         "then power off")
+    drain = sub.add_parser(
+        "drain", help="soft kill: finish running jobs, take no new ones, then power off"
+    )
     drain.add_argument("vms", nargs="+", metavar="VM")
     add_session(drain)
     drain.set_defaults(func=_vm_drain)
@@ -196,9 +220,21 @@ def _vm_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        print_table(["id", "cloud", "state", "cores", "jobs", "started", "heartbeat"],
-                    [[r["id"], r["cloud"], r["state"], r["cores"], r["running_jobs"],
-                      r["started_at"], r["last_heartbeat_at"]] for r in rows])
+        print_table(
+            ["id", "cloud", "state", "cores", "jobs", "started", "heartbeat"],
+            [
+                [
+                    r["id"],
+                    r["cloud"],
+                    r["state"],
+                    r["cores"],
+                    r["running_jobs"],
+                    r["started_at"],
+                    r["last_heartbeat_at"],
+                ]
+                for r in rows
+            ],
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,18 @@ def create_session(config: SessionConfig, report: Report = _quiet) -> SessionInf
     except (AwsError, OSError):
         created.remove()
         raise
-    info = SessionInfo(id=session_id, created_at=utcnow(), region=config.region,
-                       endpoint_url=endpoint_url, bucket=config.bucket, prefix=prefix,
-                       queue_urls=queue_urls, tables=tables, releases=releases, config=config)
+    info = SessionInfo(
+        id=session_id,
+        created_at=utcnow(),
+        region=config.region,
+        endpoint_url=endpoint_url,
+        bucket=config.bucket,
+        prefix=prefix,
+        queue_urls=queue_urls,
+        tables=tables,
+        releases=releases,
+        config=config,
+    )
     sessionfile.save(info)
     return info
 
@@ -66,9 +76,9 @@ class _Created:
 
     def remove(self) -> None:
         for url in self.queues:
-            _ignore_missing(lambda u=url: self.aws.sqs.delete_queue(QueueUrl=u))
+            _ignore_missing(partial(self.aws.sqs.delete_queue, QueueUrl=url))
         for table in self.tables:
-            _ignore_missing(lambda t=table: self.aws.ddb.delete_table(TableName=t))
+            _ignore_missing(partial(self.aws.ddb.delete_table, TableName=table))
         if self.bucket and self.prefix:
             delete_prefix(self.aws, self.bucket, self.prefix)
 
@@ -88,25 +98,30 @@ def _ensure_bucket(aws: Aws, bucket: str, region: str) -> None:
         aws.s3.create_bucket(**kwargs)
 
 
-def _create_queues(aws: Aws, session_id: str, priorities: int, created: _Created
-                   ) -> dict[str, str]:
+def _create_queues(aws: Aws, session_id: str, priorities: int, created: _Created) -> dict[str, str]:
     tags = {naming.TAG_SESSION: session_id}
     with translated("create dead-letter queue"):
         dlq = aws.sqs.create_queue(QueueName=naming.dlq_name(session_id), tags=tags)["QueueUrl"]
     created.queues.append(dlq)
     with translated("read dead-letter queue"):
-        dlq_arn = aws.sqs.get_queue_attributes(
-            QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        dlq_arn = aws.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
     # A backstop: messages that keep coming back without being claimed end up in the DLQ.
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn,
-                          "maxReceiveCount": MAX_RECEIVES_BEFORE_DLQ})
+    redrive = json.dumps(
+        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES_BEFORE_DLQ}
+    )
     urls = {"dlq": dlq}
     for priority in range(1, priorities + 1):
         with translated(f"create queue p{priority}"):
             url = aws.sqs.create_queue(
-                QueueName=naming.queue_name(session_id, priority), tags=tags,
-                Attributes={"RedrivePolicy": redrive,
-                            "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S)})["QueueUrl"]
+                QueueName=naming.queue_name(session_id, priority),
+                tags=tags,
+                Attributes={
+                    "RedrivePolicy": redrive,
+                    "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
+                },
+            )["QueueUrl"]
         created.queues.append(url)
         urls[f"p{priority}"] = url
     return urls
@@ -117,11 +132,17 @@ def _create_tables(aws: Aws, session_id: str, created: _Created) -> dict[str, st
     names = {kind: naming.table_name(session_id, kind) for kind in naming.TABLE_KINDS}
     specs: dict[str, dict[str, Any]] = {
         "jobs": {
-            "AttributeDefinitions": [_attr("id", "S"), _attr("state", "S"), _attr("dq", "S"),
-                                     _attr("seq", "N")],
+            "AttributeDefinitions": [
+                _attr("id", "S"),
+                _attr("state", "S"),
+                _attr("dq", "S"),
+                _attr("seq", "N"),
+            ],
             "KeySchema": [_key("id", "HASH")],
             "GlobalSecondaryIndexes": [
-                _index(STATE_INDEX, "state", "id"), _index(DISPATCH_INDEX, "dq", "seq")],
+                _index(STATE_INDEX, "state", "id"),
+                _index(DISPATCH_INDEX, "dq", "seq"),
+            ],
         },
         "vms": {"AttributeDefinitions": [_attr("id", "S")], "KeySchema": [_key("id", "HASH")]},
         "events": {
@@ -131,13 +152,15 @@ def _create_tables(aws: Aws, session_id: str, created: _Created) -> dict[str, st
     }
     for kind, spec in specs.items():
         with translated(f"create table {names[kind]}"):
-            aws.ddb.create_table(TableName=names[kind], BillingMode="PAY_PER_REQUEST",
-                                 Tags=tags, **spec)
+            aws.ddb.create_table(
+                TableName=names[kind], BillingMode="PAY_PER_REQUEST", Tags=tags, **spec
+            )
         created.tables.append(names[kind])
     for name in names.values():
         with translated(f"wait for table {name}"):
             aws.ddb.get_waiter("table_exists").wait(
-                TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+                TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+            )
     return names
 
 
@@ -150,12 +173,16 @@ def _key(name: str, kind: str) -> dict[str, str]:
 
 
 def _index(name: str, hash_key: str, range_key: str) -> dict[str, Any]:
-    return {"IndexName": name, "KeySchema": [_key(hash_key, "HASH"), _key(range_key, "RANGE")],
-            "Projection": {"ProjectionType": "ALL"}}
+    return {
+        "IndexName": name,
+        "KeySchema": [_key(hash_key, "HASH"), _key(range_key, "RANGE")],
+        "Projection": {"ProjectionType": "ALL"},
+    }
 
 
-def _upload_releases(aws: Aws, config: SessionConfig, prefix: str, report: Report
-                     ) -> dict[str, str]:
+def _upload_releases(
+    aws: Aws, config: SessionConfig, prefix: str, report: Report
+) -> dict[str, str]:
     keys = {}
     for release, spec in config.releases.items():
         if not spec.archive:
@@ -177,10 +204,10 @@ def cleanup_session(info: SessionInfo, report: Report = _quiet) -> dict[str, int
     aws = Aws(info.region, info.endpoint_url)
     removed = {"queues": 0, "tables": 0, "objects": 0}
     for url in info.queue_urls.values():
-        removed["queues"] += _ignore_missing(lambda u=url: aws.sqs.delete_queue(QueueUrl=u))
+        removed["queues"] += _ignore_missing(partial(aws.sqs.delete_queue, QueueUrl=url))
     report(f"deleted {removed['queues']} queues")
     for table in info.tables.values():
-        removed["tables"] += _ignore_missing(lambda t=table: aws.ddb.delete_table(TableName=t))
+        removed["tables"] += _ignore_missing(partial(aws.ddb.delete_table, TableName=table))
     report(f"deleted {removed['tables']} tables")
     removed["objects"] = delete_prefix(aws, info.bucket, info.prefix)
     report(f"deleted {removed['objects']} S3 objects under s3://{info.bucket}/{info.prefix}")
@@ -204,8 +231,11 @@ def delete_prefix(aws: Aws, bucket: str, prefix: str) -> int:
     return count
 
 
-_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist",
-            "ResourceNotFoundException"}
+_MISSING = {
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "ResourceNotFoundException",
+}
 
 
 def _ignore_missing(call: Callable[[], Any]) -> int:

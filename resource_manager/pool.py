@@ -21,8 +21,9 @@ class Pool:
 
     def driver(self, cloud: str) -> CloudDriver:
         if cloud not in self._drivers:
-            self._drivers[cloud] = driver_for(self.session.info,
-                                              self.session.info.config.cloud(cloud))
+            self._drivers[cloud] = driver_for(
+                self.session.info, self.session.info.config.cloud(cloud)
+            )
         return self._drivers[cloud]
 
     def start(self, cloud: str, count: int = 1) -> list[str]:
@@ -30,13 +31,16 @@ class Pool:
         config = self.session.info.config.cloud(cloud)
         live = [vm for vm in self.vms() if vm.cloud == cloud and vm.state in _LIVE]
         if len(live) + count > config.max_vms:
-            raise ConfigError(f"cloud {cloud}: {len(live)} VMs live, max_vms is "
-                              f"{config.max_vms}: cannot start {count} more")
+            raise ConfigError(
+                f"cloud {cloud}: {len(live)} VMs live, max_vms is "
+                f"{config.max_vms}: cannot start {count} more"
+            )
         started = []
         for _ in range(count):
             vm_id = naming.new_vm_id(cloud)
-            bootstrap = Bootstrap(vm_id=vm_id, cloud=cloud, cores=config.cores_per_vm,
-                                  session=self.session.info)
+            bootstrap = Bootstrap(
+                vm_id=vm_id, cloud=cloud, cores=config.cores_per_vm, session=self.session.info
+            )
             self.session.vms.put_launched(vm_id, cloud, config.cores_per_vm, None)
             try:
                 instance = self.driver(cloud).launch(bootstrap)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from shared.errors import ConfigError
 
-SESSION_TOML = '''\
+SESSION_TOML = """\
 # A clobi session: queues, tables and an S3 prefix, and the clouds its VMs run in.
 # Every key is optional except name; unknown keys are errors.
 
@@ -41,9 +41,9 @@ max_vms = 2
 # max_vms = 20
 # spot = true
 # instance_profile = "clobi-agent"
-'''
+"""
 
-JOBS_TOML = '''\
+JOBS_TOML = """\
 # Jobs to submit with `clobi submit jobs.toml`: one [[job]] table per kind of job.
 [[job]]
 script = "hello.sh"      # run with bash in a fresh working directory
@@ -57,14 +57,14 @@ outputs = ["*.txt"]      # files to bring back, besides stdout and stderr
 # max_attempts = 3
 # env = { MODE = "fast" }
 # args = ["--verbose"]
-'''
+"""
 
-HELLO_SH = '''\
+HELLO_SH = """\
 #!/bin/bash
 # A sample job: clobi sets CLOBI_JOB_ID, CLOBI_ATTEMPT, CLOBI_CORES and CLOBI_WORKDIR.
 echo "hello from job $CLOBI_JOB_ID (attempt $CLOBI_ATTEMPT) on $(hostname)"
 echo "$CLOBI_JOB_ID" > "result-$CLOBI_JOB_ID.txt"
-'''
+"""
 
 
 def write_template(directory: Path) -> list[Path]:

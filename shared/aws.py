@@ -1,4 +1,4 @@
-"""The AWS access layer: boto3 clients built once per endpoint, botocore errors translated to ours."""
+"""The AWS access layer: boto3 clients built once per endpoint, botocore errors translated."""
 
 from __future__ import annotations
 

@@ -11,14 +11,19 @@ from typing import Any
 
 
 def add_session(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--session", metavar="ID|PATH",
-                        help="session id or session file (default: $CLOBI_SESSION, "
-                             "else the most recent session)")
+    parser.add_argument(
+        "--session",
+        metavar="ID|PATH",
+        help="session id or session file (default: $CLOBI_SESSION, else the most recent session)",
+    )
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON document on stdout and nothing else there")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document on stdout and nothing else there",
+    )
 
 
 def print_json(data: Any) -> None:

@@ -82,7 +82,8 @@ def load_job_file(path: Path) -> list[JobSpec]:
         if isinstance(job.get("script"), str):
             job["script"] = str(path.parent / job["script"])
         if isinstance(job.get("inputs"), list):
-            job["inputs"] = [str(path.parent / p) if isinstance(p, str) else p
-                             for p in job["inputs"]]
+            job["inputs"] = [
+                str(path.parent / p) if isinstance(p, str) else p for p in job["inputs"]
+            ]
         specs.append(parse(JobSpec, job, f"{path}: job.{index}"))
     return specs

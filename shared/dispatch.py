@@ -30,8 +30,9 @@ from shared.timeutil import parse_iso, utcnow
 log = logging.getLogger(__name__)
 
 
-def effective_priority(priority: int, submitted_at: datetime | None, now: datetime,
-                       starvation_s: float, top: int) -> int:
+def effective_priority(
+    priority: int, submitted_at: datetime | None, now: datetime, starvation_s: float, top: int
+) -> int:
     """A job's priority raised one level per `starvation_s` of waiting, capped at `top`."""
     if submitted_at is None:
         return priority
@@ -54,8 +55,13 @@ class Dispatcher:
         candidates: list[tuple[int, int, dict[str, Any]]] = []
         for priority in range(1, self._config.priorities + 1):
             for item in self._session.jobs.by_dispatch(pending_key(priority), limit=room):
-                eff = effective_priority(priority, parse_iso(item.get("submitted_at")), now,
-                                         self._config.starvation_s, self._config.priorities)
+                eff = effective_priority(
+                    priority,
+                    parse_iso(item.get("submitted_at")),
+                    now,
+                    self._config.starvation_s,
+                    self._config.priorities,
+                )
                 candidates.append((eff, int(item.get("seq", 0)), item))
         candidates.sort(key=lambda c: (-c[0], c[1]))
         by_queue: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -72,8 +78,9 @@ class Dispatcher:
     def _ring(self) -> None:
         try:
             with translated("wake idle agents"):
-                self._session.aws.sqs.send_message(QueueUrl=self._session.info.queue_url(1),
-                                                   MessageBody=wake(self._session.id))
+                self._session.aws.sqs.send_message(
+                    QueueUrl=self._session.info.queue_url(1), MessageBody=wake(self._session.id)
+                )
         except AwsError as err:  # idle agents sweep every lane within a minute anyway
             log.warning("%s", err)
 
@@ -81,18 +88,25 @@ class Dispatcher:
         url = self._session.info.queue_url(queue_priority)
         sent = 0
         for start in range(0, len(items), 10):
-            chunk = items[start:start + 10]
-            entries = [{"Id": str(i), "MessageBody": JobMessage(
-                self._session.id, item["id"], int(item["attempt"])).encode()}
-                for i, item in enumerate(chunk)]
+            chunk = items[start : start + 10]
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": JobMessage(
+                        self._session.id, item["id"], int(item["attempt"])
+                    ).encode(),
+                }
+                for i, item in enumerate(chunk)
+            ]
             failed: set[str] = set(e["Id"] for e in entries)
             try:
                 with translated("send job messages"):
                     out = self._session.aws.sqs.send_message_batch(QueueUrl=url, Entries=entries)
                 failed = {f["Id"] for f in out.get("Failed", [])}
-            except Exception:  # noqa: BLE001 - the jobs go back to pending whatever failed
-                log.warning("sending %d job messages failed; they stay pending", len(chunk),
-                            exc_info=True)
+            except Exception:
+                log.warning(
+                    "sending %d job messages failed; they stay pending", len(chunk), exc_info=True
+                )
             for i, item in enumerate(chunk):
                 if str(i) in failed:
                     self._session.jobs.mark_pending(item["id"], int(item["priority"]), None)

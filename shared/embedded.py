@@ -151,8 +151,15 @@ def launch(
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.embedded", "--port", str(port),
-             "--ready-file", str(ready_file)],
+            [
+                sys.executable,
+                "-m",
+                "shared.embedded",
+                "--port",
+                str(port),
+                "--ready-file",
+                str(ready_file),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -23,8 +23,14 @@ class Event:
     detail: str | None = None
 
     def public(self) -> dict[str, Any]:
-        return {"job": self.job_id, "at": iso(self.at), "kind": self.kind,
-                "attempt": self.attempt, "vm": self.vm, "detail": self.detail}
+        return {
+            "job": self.job_id,
+            "at": iso(self.at),
+            "kind": self.kind,
+            "attempt": self.attempt,
+            "vm": self.vm,
+            "detail": self.detail,
+        }
 
 
 class EventLog:
@@ -32,12 +38,27 @@ class EventLog:
         self._aws = aws
         self.table = table
 
-    def item(self, job_id: str, kind: str, *, attempt: int | None = None, vm: str | None = None,
-             detail: str | None = None) -> dict[str, Any]:
+    def item(
+        self,
+        job_id: str,
+        kind: str,
+        *,
+        attempt: int | None = None,
+        vm: str | None = None,
+        detail: str | None = None,
+    ) -> dict[str, Any]:
         """The DynamoDB item of one event (for batch or transactional writes)."""
         at = utcnow()
-        return to_item({"job_id": job_id, "sk": f"{iso(at)}#{secrets.token_hex(3)}", "kind": kind,
-                        "attempt": attempt, "vm": vm, "detail": detail})
+        return to_item(
+            {
+                "job_id": job_id,
+                "sk": f"{iso(at)}#{secrets.token_hex(3)}",
+                "kind": kind,
+                "attempt": attempt,
+                "vm": vm,
+                "detail": detail,
+            }
+        )
 
     def append(self, job_id: str, kind: str, **fields: Any) -> None:
         with translated("append event"):
@@ -45,14 +66,14 @@ class EventLog:
 
     def append_many(self, items: list[dict[str, Any]]) -> None:
         for start in range(0, len(items), 25):
-            requests = [{"PutRequest": {"Item": item}} for item in items[start:start + 25]]
+            requests = [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
             while requests:
                 with translated("append events"):
                     out = self._aws.ddb.batch_write_item(RequestItems={self.table: requests})
                 requests = out.get("UnprocessedItems", {}).get(self.table, [])
 
     def for_job(self, job_id: str) -> list[Event]:
-        events = []
+        events: list[Event] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "job_id = :j",
@@ -70,5 +91,6 @@ class EventLog:
 def _event(raw: dict[str, Any]) -> Event:
     at = parse_iso(raw["sk"].split("#", 1)[0])
     assert at is not None
-    return Event(raw["job_id"], at, raw["kind"], raw.get("attempt"), raw.get("vm"),
-                 raw.get("detail"))
+    return Event(
+        raw["job_id"], at, raw["kind"], raw.get("attempt"), raw.get("vm"), raw.get("detail")
+    )

@@ -60,8 +60,12 @@ def _names() -> dict[str, str]:
 
 
 def _owned_values(attempt: int, vm: str) -> dict[str, Any]:
-    return {":running": to_value("running"), ":saving": to_value("saving"),
-            ":att": to_value(attempt), ":vm": to_value(vm)}
+    return {
+        ":running": to_value("running"),
+        ":saving": to_value("saving"),
+        ":att": to_value(attempt),
+        ":vm": to_value(vm),
+    }
 
 
 class JobTable:
@@ -82,14 +86,26 @@ class JobTable:
         """
         created = 0
         for start in range(0, len(jobs), 50):
-            chunk = jobs[start:start + 50]
+            chunk = jobs[start : start + 50]
             actions = []
             for job in chunk:
-                actions.append({"Put": {"TableName": self.table, "Item": self._new_item(job),
-                                        "ConditionExpression": "attribute_not_exists(id)"}})
-                actions.append({"Put": {"TableName": self.events.table,
-                                        "Item": self.events.item(job.id, "submitted",
-                                                                 attempt=0)}})
+                actions.append(
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": self._new_item(job),
+                            "ConditionExpression": "attribute_not_exists(id)",
+                        }
+                    }
+                )
+                actions.append(
+                    {
+                        "Put": {
+                            "TableName": self.events.table,
+                            "Item": self.events.item(job.id, "submitted", attempt=0),
+                        }
+                    }
+                )
             try:
                 with translated("create jobs"):
                     self._aws.ddb.transact_write_items(TransactItems=actions)
@@ -103,8 +119,11 @@ class JobTable:
         for job in jobs:
             try:
                 with translated("create job"):
-                    self._aws.ddb.put_item(TableName=self.table, Item=self._new_item(job),
-                                           ConditionExpression="attribute_not_exists(id)")
+                    self._aws.ddb.put_item(
+                        TableName=self.table,
+                        Item=self._new_item(job),
+                        ConditionExpression="attribute_not_exists(id)",
+                    )
             except ConditionFailed:
                 continue
             self.events.append(job.id, "submitted", attempt=0)
@@ -112,16 +131,27 @@ class JobTable:
         return created
 
     def _new_item(self, job: NewJob) -> dict[str, Any]:
-        return to_item({
-            "id": job.id, "name": job.name, "state": "queued", "priority": job.priority,
-            "attempt": 0, "max_attempts": job.max_attempts, "submitted_at": iso(utcnow()),
-            "task": job.task, "lease_seq": 0, "dq": pending_key(job.priority), "seq": job.seq,
-        })
+        return to_item(
+            {
+                "id": job.id,
+                "name": job.name,
+                "state": "queued",
+                "priority": job.priority,
+                "attempt": 0,
+                "max_attempts": job.max_attempts,
+                "submitted_at": iso(utcnow()),
+                "task": job.task,
+                "lease_seq": 0,
+                "dq": pending_key(job.priority),
+                "seq": job.seq,
+            }
+        )
 
     def get(self, job_id: str) -> dict[str, Any]:
         with translated("read job"):
-            out = self._aws.ddb.get_item(TableName=self.table, Key={"id": to_value(job_id)},
-                                         ConsistentRead=True)
+            out = self._aws.ddb.get_item(
+                TableName=self.table, Key={"id": to_value(job_id)}, ConsistentRead=True
+            )
         if "Item" not in out:
             raise JobNotFound(f"no job {job_id}")
         return from_item(out["Item"])
@@ -131,7 +161,7 @@ class JobTable:
         ids = list(dict.fromkeys(job_ids))
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), 100):
-            keys = [{"id": to_value(i)} for i in ids[start:start + 100]]
+            keys = [{"id": to_value(i)} for i in ids[start : start + 100]]
             request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
             while request:
                 with translated("read jobs"):
@@ -152,8 +182,11 @@ class JobTable:
 
     def count_sent(self) -> int:
         kwargs: dict[str, Any] = {
-            "TableName": self.table, "IndexName": DISPATCH_INDEX, "Select": "COUNT",
-            "KeyConditionExpression": "dq = :d", "ExpressionAttributeValues": {":d": to_value(SENT)},
+            "TableName": self.table,
+            "IndexName": DISPATCH_INDEX,
+            "Select": "COUNT",
+            "KeyConditionExpression": "dq = :d",
+            "ExpressionAttributeValues": {":d": to_value(SENT)},
         }
         total = 0
         while True:
@@ -164,12 +197,20 @@ class JobTable:
                 return total
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def _query(self, index: str, condition: str, values: dict[str, Any],
-               names: dict[str, str] | None, limit: int | None = None
-               ) -> Iterator[dict[str, Any]]:
-        kwargs: dict[str, Any] = {"TableName": self.table, "IndexName": index,
-                                  "KeyConditionExpression": condition,
-                                  "ExpressionAttributeValues": values}
+    def _query(
+        self,
+        index: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
         if names:
             kwargs["ExpressionAttributeNames"] = names
         if limit:
@@ -187,16 +228,26 @@ class JobTable:
     def mark_sent(self, job_id: str, pending: str) -> bool:
         """Take a job out of the pending set to send its message; False if someone else did."""
         return self._try_update(
-            job_id, "SET dq = :sent, dispatched_at = :now",
+            job_id,
+            "SET dq = :sent, dispatched_at = :now",
             "dq = :pending AND #st = :queued",
-            {":sent": to_value(SENT), ":now": to_value(iso(utcnow())),
-             ":pending": to_value(pending), ":queued": to_value("queued")}, _names())
+            {
+                ":sent": to_value(SENT),
+                ":now": to_value(iso(utcnow())),
+                ":pending": to_value(pending),
+                ":queued": to_value("queued"),
+            },
+            _names(),
+        )
 
     def mark_pending(self, job_id: str, priority: int, dispatched_at: str | None) -> bool:
         """Put a dispatched job back into the pending set (its message failed or went missing)."""
         condition = "dq = :sent AND #st = :queued"
-        values = {":sent": to_value(SENT), ":queued": to_value("queued"),
-                  ":pending": to_value(pending_key(priority))}
+        values = {
+            ":sent": to_value(SENT),
+            ":queued": to_value("queued"),
+            ":pending": to_value(pending_key(priority)),
+        }
         if dispatched_at is not None:
             condition += " AND dispatched_at = :at"
             values[":at"] = to_value(dispatched_at)
@@ -210,23 +261,39 @@ class JobTable:
         try:
             with translated("claim job"):
                 out = self._aws.ddb.update_item(
-                    TableName=self.table, Key={"id": to_value(job_id)},
-                    UpdateExpression=("SET #st = :running, attempt = :next, vm = :vm, "
-                                      "started_at = :now, lease_seq = :zero "
-                                      "REMOVE dq, dispatched_at, finished_at, exit_code"),
-                    ConditionExpression=("#st = :queued AND attempt = :att "
-                                         "AND attribute_not_exists(cancel_requested)"),
+                    TableName=self.table,
+                    Key={"id": to_value(job_id)},
+                    UpdateExpression=(
+                        "SET #st = :running, attempt = :next, vm = :vm, "
+                        "started_at = :now, lease_seq = :zero "
+                        "REMOVE dq, dispatched_at, finished_at, exit_code"
+                    ),
+                    ConditionExpression=(
+                        "#st = :queued AND attempt = :att "
+                        "AND attribute_not_exists(cancel_requested)"
+                    ),
                     ExpressionAttributeNames=_names(),
                     ExpressionAttributeValues={
-                        ":running": to_value("running"), ":queued": to_value("queued"),
-                        ":att": to_value(attempt), ":next": to_value(attempt + 1),
-                        ":vm": to_value(vm), ":now": to_value(now), ":zero": to_value(0)},
-                    ReturnValues="ALL_NEW")
+                        ":running": to_value("running"),
+                        ":queued": to_value("queued"),
+                        ":att": to_value(attempt),
+                        ":next": to_value(attempt + 1),
+                        ":vm": to_value(vm),
+                        ":now": to_value(now),
+                        ":zero": to_value(0),
+                    },
+                    ReturnValues="ALL_NEW",
+                )
         except ConditionFailed:
             return None
         item = from_item(out["Attributes"])
-        task = JobTask(id=job_id, name=item["name"], attempt=item["attempt"],
-                       max_attempts=item["max_attempts"], **item["task"])
+        task = JobTask(
+            id=job_id,
+            name=item["name"],
+            attempt=item["attempt"],
+            max_attempts=item["max_attempts"],
+            **item["task"],
+        )
         self.events.append(job_id, "started", attempt=task.attempt, vm=vm)
         return Claimed(task, 0)
 
@@ -235,40 +302,60 @@ class JobTable:
         try:
             with translated("renew lease"):
                 out = self._aws.ddb.update_item(
-                    TableName=self.table, Key={"id": to_value(job_id)},
+                    TableName=self.table,
+                    Key={"id": to_value(job_id)},
                     UpdateExpression="SET lease_seq = lease_seq + :one",
-                    ConditionExpression=_OWNED, ExpressionAttributeNames=_names(),
+                    ConditionExpression=_OWNED,
+                    ExpressionAttributeNames=_names(),
                     ExpressionAttributeValues={":one": to_value(1), **_owned_values(attempt, vm)},
-                    ReturnValues="ALL_NEW")
+                    ReturnValues="ALL_NEW",
+                )
         except ConditionFailed:
             return None
         return bool(out["Attributes"].get("cancel_requested", {}).get("BOOL", False))
 
     def start_saving(self, job_id: str, attempt: int, vm: str) -> bool:
-        return self._try_update(job_id, "SET #st = :saving", _OWNED,
-                                _owned_values(attempt, vm), _names())
+        return self._try_update(
+            job_id, "SET #st = :saving", _OWNED, _owned_values(attempt, vm), _names()
+        )
 
     def complete(self, job_id: str, attempt: int, vm: str, outcome: Outcome) -> JobState | None:
         """Record how an attempt ended, once, as its owner. A failure with attempts left goes
         back to `queued`. Returns the state written, or None if the attempt was superseded."""
         item = self.get(job_id)
-        retry = (outcome.state is JobState.FAILED and attempt < int(item["max_attempts"])
-                 and outcome.reason is not Reason.CANCELLED)
+        retry = (
+            outcome.state is JobState.FAILED
+            and attempt < int(item["max_attempts"])
+            and outcome.reason is not Reason.CANCELLED
+        )
         fields: dict[str, Any] = {
             "exit_code": outcome.exit_code,
-            "reason": str(outcome.reason) if outcome.reason else None}
+            "reason": str(outcome.reason) if outcome.reason else None,
+        }
         if retry:
             state = JobState.QUEUED
-            fields |= {"state": "queued", "dq": pending_key(int(item["priority"])),
-                       "vm": None, "started_at": None}
+            fields |= {
+                "state": "queued",
+                "dq": pending_key(int(item["priority"])),
+                "vm": None,
+                "started_at": None,
+            }
         else:
             state = outcome.state
-            fields |= {"state": str(state), "finished_at": iso(utcnow()),
-                       "result_key": outcome.result_key}
+            fields |= {
+                "state": str(state),
+                "finished_at": iso(utcnow()),
+                "result_key": outcome.result_key,
+            }
         if not self._transition(job_id, fields, _OWNED, _owned_values(attempt, vm)):
             return None
-        self.events.append(job_id, "retry" if retry else str(state), attempt=attempt, vm=vm,
-                           detail=_detail(outcome.reason, outcome.exit_code))
+        self.events.append(
+            job_id,
+            "retry" if retry else str(state),
+            attempt=attempt,
+            vm=vm,
+            detail=_detail(outcome.reason, outcome.exit_code),
+        )
         return state
 
     # --- cancel and the reaper ----------------------------------------------------------------
@@ -276,14 +363,19 @@ class JobTable:
     def cancel(self, job_id: str) -> JobState | None:
         """Cancel a queued job now, or flag a running one for its agent. None if already over."""
         if self._transition(
-                job_id, {"state": "cancelled", "reason": "cancelled",
-                         "finished_at": iso(utcnow()), "dq": None},
-                "#st = :queued", {":queued": to_value("queued")}):
+            job_id,
+            {"state": "cancelled", "reason": "cancelled", "finished_at": iso(utcnow()), "dq": None},
+            "#st = :queued",
+            {":queued": to_value("queued")},
+        ):
             self.events.append(job_id, "cancelled", detail="while queued")
             return JobState.CANCELLED
         if self._transition(
-                job_id, {"cancel_requested": True}, "#st IN (:running, :saving)",
-                {":running": to_value("running"), ":saving": to_value("saving")}):
+            job_id,
+            {"cancel_requested": True},
+            "#st IN (:running, :saving)",
+            {":running": to_value("running"), ":saving": to_value("saving")},
+        ):
             self.events.append(job_id, "cancel_requested")
             return JobState.RUNNING
         return None
@@ -296,26 +388,44 @@ class JobTable:
         now = iso(utcnow())
         if item.get("cancel_requested"):
             state = JobState.CANCELLED
-            fields: dict[str, Any] = {"state": "cancelled", "reason": "cancelled",
-                                      "finished_at": now}
+            fields: dict[str, Any] = {
+                "state": "cancelled",
+                "reason": "cancelled",
+                "finished_at": now,
+            }
         elif attempt < int(item["max_attempts"]):
             state = JobState.QUEUED
-            fields = {"state": "queued", "reason": "lost_vm", "vm": None, "started_at": None,
-                      "dq": pending_key(int(item["priority"]))}
+            fields = {
+                "state": "queued",
+                "reason": "lost_vm",
+                "vm": None,
+                "started_at": None,
+                "dq": pending_key(int(item["priority"])),
+            }
         else:
             state = JobState.FAILED
             fields = {"state": "failed", "reason": "lost_vm", "finished_at": now}
         condition = "#st IN (:running, :saving) AND attempt = :att AND lease_seq = :seq"
-        values = {":running": to_value("running"), ":saving": to_value("saving"),
-                  ":att": to_value(attempt), ":seq": to_value(lease_seq)}
+        values = {
+            ":running": to_value("running"),
+            ":saving": to_value("saving"),
+            ":att": to_value(attempt),
+            ":seq": to_value(lease_seq),
+        }
         if not self._transition(job_id, fields, condition, values):
             return None
-        self.events.append(job_id, "cancelled" if state is JobState.CANCELLED else "lost",
-                           attempt=attempt, vm=item.get("vm"), detail=detail)
+        self.events.append(
+            job_id,
+            "cancelled" if state is JobState.CANCELLED else "lost",
+            attempt=attempt,
+            vm=item.get("vm"),
+            detail=detail,
+        )
         return state
 
-    def _transition(self, job_id: str, fields: dict[str, Any], condition: str,
-                    values: dict[str, Any]) -> bool:
+    def _transition(
+        self, job_id: str, fields: dict[str, Any], condition: str, values: dict[str, Any]
+    ) -> bool:
         """SET the fields that have a value and REMOVE those that are None, if the condition
         holds. False if it did not."""
         sets, removes = [], []
@@ -332,11 +442,21 @@ class JobTable:
             update += " REMOVE " + ", ".join(removes)
         return self._try_update(job_id, update.strip(), condition, values, _names())
 
-    def _try_update(self, job_id: str, update: str, condition: str, values: dict[str, Any],
-                    names: dict[str, str] | None) -> bool:
-        kwargs: dict[str, Any] = {"TableName": self.table, "Key": {"id": to_value(job_id)},
-                                  "UpdateExpression": update, "ConditionExpression": condition,
-                                  "ExpressionAttributeValues": values}
+    def _try_update(
+        self,
+        job_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None,
+    ) -> bool:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"id": to_value(job_id)},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
         if names and "#st" in update + condition:
             kwargs["ExpressionAttributeNames"] = names
         try:
@@ -359,11 +479,18 @@ def _detail(reason: Reason | None, exit_code: int | None) -> str | None:
 def status_of(item: dict[str, Any]) -> JobStatus:
     """The public status row of a job item."""
     return JobStatus(
-        id=item["id"], name=item.get("name", ""), state=JobState(item["state"]),
-        priority=int(item["priority"]), attempt=int(item.get("attempt", 0)),
-        exit_code=item.get("exit_code"), reason=item.get("reason"), vm=item.get("vm"),
+        id=item["id"],
+        name=item.get("name", ""),
+        state=JobState(item["state"]),
+        priority=int(item["priority"]),
+        attempt=int(item.get("attempt", 0)),
+        exit_code=item.get("exit_code"),
+        reason=item.get("reason"),
+        vm=item.get("vm"),
         submitted_at=parse_iso(item.get("submitted_at")),
         started_at=parse_iso(item.get("started_at")),
         finished_at=parse_iso(item.get("finished_at")),
         cancel_requested=bool(item.get("cancel_requested", False)),
-        max_attempts=int(item.get("max_attempts", 1)), result_key=item.get("result_key"))
+        max_attempts=int(item.get("max_attempts", 1)),
+        result_key=item.get("result_key"),
+    )

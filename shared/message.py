@@ -15,8 +15,10 @@ class JobMessage:
     attempt: int  # the job's attempt count when the message was sent; stale messages lose the claim
 
     def encode(self) -> str:
-        return json.dumps({"v": VERSION, "s": self.session, "j": self.job_id, "a": self.attempt},
-                          separators=(",", ":"))
+        return json.dumps(
+            {"v": VERSION, "s": self.session, "j": self.job_id, "a": self.attempt},
+            separators=(",", ":"),
+        )
 
 
 def wake(session: str) -> str:

@@ -57,7 +57,7 @@ def new_vm_id(cloud: str) -> str:
 
 
 def batch_id(session_id: str, token: str | None) -> str:
-    """The cluster part of job ids: derived from the token, so a repeated submit gets the same ids."""
+    """The cluster part of job ids: from the token, so a repeated submit gets the same ids."""
     if token is None:
         return secrets.token_hex(4)
     return hashlib.sha256(f"{session_id}\0{token}".encode()).hexdigest()[:8]

@@ -15,6 +15,7 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from shared.errors import SandboxError
 
@@ -32,8 +33,10 @@ DEFAULT_LIMITS = Limits()
 def pack(entries: Iterable[tuple[str, Path]]) -> bytes:
     """A tar.gz of (name in archive, local path) pairs; the same files give the same bytes."""
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for name, path in sorted(entries):
             _add(tar, name, path)
     return buffer.getvalue()
@@ -93,7 +96,8 @@ def extract(data: bytes | Path, dest: Path, limits: Limits = DEFAULT_LIMITS) -> 
 
 
 def _checked(tar: tarfile.TarFile, limits: Limits) -> list[tarfile.TarInfo]:
-    members, total = [], 0
+    members: list[tarfile.TarInfo] = []
+    total = 0
     for member in tar:
         if len(members) >= limits.max_members:
             raise SandboxError(f"sandbox has more than {limits.max_members} members")
@@ -117,10 +121,9 @@ def _checked(tar: tarfile.TarFile, limits: Limits) -> list[tarfile.TarInfo]:
     return members
 
 
-def _copy_limited(source: io.BufferedReader | object, out: io.BufferedWriter,
-                  member: tarfile.TarInfo) -> None:
+def _copy_limited(source: IO[bytes], out: IO[bytes], member: tarfile.TarInfo) -> None:
     remaining = member.size
-    read = source.read  # type: ignore[attr-defined]
+    read = source.read
     while True:
         chunk = read(1 << 20)
         if not chunk:

@@ -34,7 +34,8 @@ def read(path: Path) -> SessionInfo:
     except FileNotFoundError:
         raise SessionNotFound(f"no session file {path}") from None
     except pydantic.ValidationError as err:
-        raise SessionNotFound(f"{path}: not a clobi session file ({err.error_count()} errors)") from None
+        count = err.error_count()
+        raise SessionNotFound(f"{path}: not a clobi session file ({count} errors)") from None
 
 
 def all_sessions() -> list[SessionInfo]:

@@ -22,37 +22,57 @@ class VmTable:
 
     def put_launched(self, vm_id: str, cloud: str, cores: int, instance_id: str | None) -> None:
         """Record a VM the Resource Manager launched (`starting`); idempotent."""
-        item = to_item({"id": vm_id, "cloud": cloud, "cores": cores, "state": "starting",
-                        "instance_id": instance_id, "started_at": iso(utcnow()), "drain": False})
+        item = to_item(
+            {
+                "id": vm_id,
+                "cloud": cloud,
+                "cores": cores,
+                "state": "starting",
+                "instance_id": instance_id,
+                "started_at": iso(utcnow()),
+                "drain": False,
+            }
+        )
         try:
             with translated("record VM"):
-                self._aws.ddb.put_item(TableName=self.table, Item=item,
-                                       ConditionExpression="attribute_not_exists(id)")
+                self._aws.ddb.put_item(
+                    TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(id)"
+                )
         except ConditionFailed:
             pass
 
     def set_instance(self, vm_id: str, instance_id: str) -> None:
         with translated("record VM instance"):
             self._aws.ddb.update_item(
-                TableName=self.table, Key={"id": to_value(vm_id)},
+                TableName=self.table,
+                Key={"id": to_value(vm_id)},
                 UpdateExpression="SET instance_id = :i",
-                ExpressionAttributeValues={":i": to_value(instance_id)})
+                ExpressionAttributeValues={":i": to_value(instance_id)},
+            )
 
     def register(self, vm_id: str, cloud: str, cores: int) -> bool:
         """The agent is up: `running` (or still `draining`). Returns the drain flag."""
         now = to_value(iso(utcnow()))
         with translated("register VM"):
             out = self._aws.ddb.update_item(
-                TableName=self.table, Key={"id": to_value(vm_id)},
-                UpdateExpression=("SET cloud = :c, cores = :n, last_heartbeat_at = :now, "
-                                  "registered_at = :now, started_at = if_not_exists(started_at, "
-                                  ":now), drain = if_not_exists(drain, :no), "
-                                  "#st = if_not_exists(#st, :running)"),
+                TableName=self.table,
+                Key={"id": to_value(vm_id)},
+                UpdateExpression=(
+                    "SET cloud = :c, cores = :n, last_heartbeat_at = :now, "
+                    "registered_at = :now, started_at = if_not_exists(started_at, "
+                    ":now), drain = if_not_exists(drain, :no), "
+                    "#st = if_not_exists(#st, :running)"
+                ),
                 ExpressionAttributeNames=_NAMES,
-                ExpressionAttributeValues={":c": to_value(cloud), ":n": to_value(cores),
-                                           ":now": now, ":no": to_value(False),
-                                           ":running": to_value("running")},
-                ReturnValues="ALL_NEW")
+                ExpressionAttributeValues={
+                    ":c": to_value(cloud),
+                    ":n": to_value(cores),
+                    ":now": now,
+                    ":no": to_value(False),
+                    ":running": to_value("running"),
+                },
+                ReturnValues="ALL_NEW",
+            )
         record = from_item(out["Attributes"])
         if record["state"] == "starting":
             self.set_state(vm_id, VmState.RUNNING, expect=VmState.STARTING)
@@ -62,11 +82,15 @@ class VmTable:
         """Renew the VM's heartbeat with its running jobs; returns (drain flag, jobs to cancel)."""
         with translated("VM heartbeat"):
             out = self._aws.ddb.update_item(
-                TableName=self.table, Key={"id": to_value(vm_id)},
+                TableName=self.table,
+                Key={"id": to_value(vm_id)},
                 UpdateExpression="SET last_heartbeat_at = :now, running_jobs = :jobs",
-                ExpressionAttributeValues={":now": to_value(iso(utcnow())),
-                                           ":jobs": to_value(list(running_jobs))},
-                ReturnValues="ALL_NEW")
+                ExpressionAttributeValues={
+                    ":now": to_value(iso(utcnow())),
+                    ":jobs": to_value(list(running_jobs)),
+                },
+                ReturnValues="ALL_NEW",
+            )
         record = from_item(out["Attributes"])
         return bool(record.get("drain")), set(record.get("cancels") or ())
 
@@ -74,23 +98,29 @@ class VmTable:
         """Tell a VM's agent, through its next heartbeat, to kill a running job."""
         with translated("signal cancel to VM"):
             self._aws.ddb.update_item(
-                TableName=self.table, Key={"id": to_value(vm_id)},
+                TableName=self.table,
+                Key={"id": to_value(vm_id)},
                 UpdateExpression="ADD cancels :job",
-                ExpressionAttributeValues={":job": {"SS": [job_id]}})
+                ExpressionAttributeValues={":job": {"SS": [job_id]}},
+            )
 
     def request_drain(self, vm_id: str) -> bool:
         """Set the drain flag of a live VM; False if it is gone or unknown."""
         try:
             with translated("drain VM"):
                 self._aws.ddb.update_item(
-                    TableName=self.table, Key={"id": to_value(vm_id)},
+                    TableName=self.table,
+                    Key={"id": to_value(vm_id)},
                     UpdateExpression="SET drain = :yes, #st = :draining",
                     ConditionExpression="#st IN (:starting, :running, :draining)",
                     ExpressionAttributeNames=_NAMES,
-                    ExpressionAttributeValues={":yes": to_value(True),
-                                               ":draining": to_value("draining"),
-                                               ":starting": to_value("starting"),
-                                               ":running": to_value("running")})
+                    ExpressionAttributeValues={
+                        ":yes": to_value(True),
+                        ":draining": to_value("draining"),
+                        ":starting": to_value("starting"),
+                        ":running": to_value("running"),
+                    },
+                )
         except ConditionFailed:
             return False
         return True
@@ -106,22 +136,28 @@ class VmTable:
         try:
             with translated("set VM state"):
                 self._aws.ddb.update_item(
-                    TableName=self.table, Key={"id": to_value(vm_id)},
-                    UpdateExpression="SET #st = :s", ExpressionAttributeNames=_NAMES,
-                    ExpressionAttributeValues=values, **kwargs)
+                    TableName=self.table,
+                    Key={"id": to_value(vm_id)},
+                    UpdateExpression="SET #st = :s",
+                    ExpressionAttributeNames=_NAMES,
+                    ExpressionAttributeValues=values,
+                    **kwargs,
+                )
         except ConditionFailed:
             return False
         return True
 
     def get(self, vm_id: str) -> VmRecord | None:
         with translated("read VM"):
-            out = self._aws.ddb.get_item(TableName=self.table, Key={"id": to_value(vm_id)},
-                                         ConsistentRead=True)
+            out = self._aws.ddb.get_item(
+                TableName=self.table, Key={"id": to_value(vm_id)}, ConsistentRead=True
+            )
         return _record(from_item(out["Item"])) if "Item" in out else None
 
     def all(self) -> list[VmRecord]:
         """Every VM of the session (a scan: the registry holds a few hundred items at most)."""
-        records, kwargs = [], {"TableName": self.table, "ConsistentRead": True}
+        records: list[VmRecord] = []
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
         while True:
             with translated("list VMs"):
                 page = self._aws.ddb.scan(**kwargs)
@@ -133,8 +169,13 @@ class VmTable:
 
 def _record(raw: dict[str, Any]) -> VmRecord:
     return VmRecord(
-        id=raw["id"], cloud=raw.get("cloud", "?"), state=VmState(raw.get("state", "starting")),
-        cores=int(raw.get("cores", 1)), instance_id=raw.get("instance_id"),
-        running_jobs=tuple(raw.get("running_jobs") or ()), drain=bool(raw.get("drain")),
+        id=raw["id"],
+        cloud=raw.get("cloud", "?"),
+        state=VmState(raw.get("state", "starting")),
+        cores=int(raw.get("cores", 1)),
+        instance_id=raw.get("instance_id"),
+        running_jobs=tuple(raw.get("running_jobs") or ()),
+        drain=bool(raw.get("drain")),
         started_at=parse_iso(raw.get("started_at")),
-        last_heartbeat_at=parse_iso(raw.get("last_heartbeat_at")))
+        last_heartbeat_at=parse_iso(raw.get("last_heartbeat_at")),
+    )

@@ -40,9 +40,19 @@ class LocalDriver(CloudDriver):
         try:
             with open(vm_dir / "console.log", "ab") as console:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "job_agent", "--bootstrap", str(vm_dir / "bootstrap.json")],
-                    stdin=subprocess.DEVNULL, stdout=console, stderr=console, cwd=vm_dir,
-                    start_new_session=True)
+                    [
+                        sys.executable,
+                        "-m",
+                        "job_agent",
+                        "--bootstrap",
+                        str(vm_dir / "bootstrap.json"),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=console,
+                    cwd=vm_dir,
+                    start_new_session=True,
+                )
         except OSError as err:
             raise DriverError(f"cannot start a local agent: {err}") from err
         (vm_dir / "pid").write_text(json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)}))

@@ -1,0 +1,76 @@
+"""One embedded endpoint (clobi's own launcher) per test run, reset before each test."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resource_manager.lifecycle import create_session
+from resource_manager.pool import Pool
+from shared import embedded
+from shared.models import LocalCloud, SessionConfig
+from shared.session import Session
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+)
+os.environ.pop("CLOBI_SESSION", None)
+
+
+@pytest.fixture(scope="session")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("endpoint")
+    proc, url = embedded.launch(
+        0, ready_file=tmp / "ready.json", log_file=tmp / "endpoint.log", detach=False
+    )
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def clobi_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "clobi-home"
+    monkeypatch.setenv("CLOBI_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def aws_endpoint(endpoint: str) -> str:
+    """The endpoint, emptied of every earlier test's state."""
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    return endpoint
+
+
+@pytest.fixture
+def make_session(aws_endpoint: str) -> Iterator[Callable[..., Session]]:
+    """Create sessions on the endpoint; their local VMs are killed at the end of the test."""
+    sessions: list[Session] = []
+
+    def make(**overrides: Any) -> Session:
+        values: dict[str, Any] = {
+            "name": "test",
+            "endpoint_url": aws_endpoint,
+            "heartbeat_s": 0.5,
+            "lease_s": 6,
+            "clouds": (LocalCloud(name="local", driver="local", cores_per_vm=2, max_vms=4),),
+        }
+        values.update(overrides)
+        session = Session(create_session(SessionConfig(**values)))
+        sessions.append(session)
+        return session
+
+    yield make
+    for session in sessions:
+        Pool(session).terminate_all()

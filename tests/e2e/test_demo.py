@@ -1,0 +1,48 @@
+"""`clobi demo`, as a new user runs it: a real subprocess in an empty directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_runs_four_jobs_fetches_results_and_leaves_no_process(tmp_path: Path) -> None:
+    env = dict(os.environ, CLOBI_HOME=str(tmp_path / "home"))
+    before = set(_agent_processes())
+    result = subprocess.run(
+        [sys.executable, "-m", "clobi", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "4 jobs: 4 succeeded" in result.stdout
+    results = tmp_path / "clobi-demo-results"
+    jobs = sorted(results.iterdir())
+    assert len(jobs) == 4
+    events = sorted(p.name for job in jobs for p in job.glob("events_*.dat"))
+    assert events == ["events_1000.dat", "events_1000.dat", "events_30.dat", "events_30.dat"]
+    for job in jobs:
+        data = next(job.glob("events_*.dat")).read_text().splitlines()
+        count = int(next(job.glob("events_*.dat")).stem.split("_")[1])
+        assert len(data) == count + 1  # a header and one line per event
+        assert "generator 14.2.10" in next(job.glob("gen_*.log")).read_text()
+    assert set(_agent_processes()) == before
+    assert not list((tmp_path / "home").glob("sessions/*.json"))
+
+
+def _agent_processes() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"job_agent" in cmdline or b"shared.embedded" in cmdline:
+                found.append(int(entry.name))
+    return found
