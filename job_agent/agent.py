@@ -152,8 +152,31 @@ class JobAgent:
                 self._idle = True
                 self._next_sweep = time.monotonic() + IDLE_SWEEP_S
                 return
+        if self._drain_requested():
+            self._release(messages)
+            return
         for lane, message in messages:
             self._handle(lane, message)
+
+    def _drain_requested(self) -> bool:
+        """Read the drain flag right before claiming, not only at the last heartbeat, so a
+        drained VM takes no job that arrived after the drain."""
+        record = self.session.vms.get(self.vm_id)
+        if record is not None and record.drain and not self.draining:
+            log.info("drain requested: taking no new job")
+            self.draining = True
+        return self.draining
+
+    def _release(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Hand received messages back to the queue at once, for another agent."""
+        for lane, message in messages:
+            try:
+                with translated("release job message"):
+                    self.session.aws.sqs.change_message_visibility(
+                        QueueUrl=lane, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                    )
+            except AwsError as err:  # it comes back after the visibility timeout anyway
+                log.warning("%s", err)
 
     def _sweep(self, free: int) -> list[tuple[str, dict[str, Any]]]:
         got: list[tuple[str, dict[str, Any]]] = []

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from resource_manager.drivers.local import session_root
+from resource_manager.headless import run_headless
 from resource_manager.lifecycle import cleanup_session, create_session
 from resource_manager.pool import Pool
 from resource_manager.template import write_template
@@ -24,6 +25,33 @@ def register(commands: Any) -> None:
     _register_local(commands)
     _register_session(commands)
     _register_vm(commands)
+    _register_rm(commands)
+
+
+def _register_rm(commands: Any) -> None:
+    rm = commands.add_parser(
+        "rm",
+        help="the Resource Manager: urwid console, or a headless loop that logs",
+        description="Run the Resource Manager of a session: watch VMs and queues, reap jobs "
+        "whose lease expired, re-send lost messages. Quitting leaves the session "
+        "and its VMs running.",
+    )
+    rm.add_argument("--headless", action="store_true", help="no screen: log to stderr")
+    rm.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between monitor steps (default: a quarter lease, at most 10)",
+    )
+    add_session(rm)
+    rm.set_defaults(func=_rm)
+
+
+def _rm(args: argparse.Namespace) -> int:
+    pool = _pool(args)
+    if not args.headless:
+        raise ClobiError("the console is not built yet; run `clobi rm --headless`")
+    return run_headless(pool, args.interval)
 
 
 def _register_local(commands: Any) -> None:

@@ -74,3 +74,21 @@ def make_session(aws_endpoint: str) -> Iterator[Callable[..., Session]]:
     yield make
     for session in sessions:
         Pool(session).terminate_all()
+
+
+@pytest.fixture
+def resource_manager() -> Iterator[Callable[[Session], Any]]:
+    """Start `clobi rm --headless` processes; stopped at the end of the test."""
+    from tests.helpers import clobi_process, stop_process
+
+    procs = []
+
+    def start(session: Session) -> Any:
+        proc = clobi_process("rm", "--headless", "--interval", "0.5", "--session", session.id)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        _, err = stop_process(proc)
+        print(f"--- clobi rm --headless (exit {proc.returncode}) ---\n{err}")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
@@ -51,3 +55,23 @@ def cli(*args: str) -> Result:
         except SystemExit as exit_:
             code = int(exit_.code or 0)
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def clobi_process(*args: str) -> subprocess.Popen[str]:
+    """Start the clobi CLI as a real process (with this test's CLOBI_HOME)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "clobi", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+
+
+def stop_process(proc: subprocess.Popen[str], timeout: float = 15.0) -> tuple[str, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()

@@ -1,0 +1,186 @@
+"""The monitor and reaper loop of the Resource Manager (SPEC §7), driven by `step(now)`.
+
+Leases are judged on the monitor's own monotonic clock: a running job whose (attempt, lease_seq)
+has not changed for a full lease period is reaped, whatever the agents' clocks say. Nothing is
+kept between runs but what DynamoDB holds, so a restarted Resource Manager resumes the session
+as it is (it only waits one more lease period before judging).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from resource_manager.pool import Pool
+from shared.dispatch import Dispatcher
+from shared.events import SESSION_KEY
+from shared.jobs import SENT
+from shared.models import JobState, VmRecord, VmState
+
+log = logging.getLogger(__name__)
+REGISTER_TIMEOUT_S = 300.0  # a VM that never registers within this is marked failed
+REDISPATCH_AFTER_S = 300.0  # a sent message not claimed within this is assumed lost
+
+
+@dataclass
+class PoolSnapshot:
+    """What the monitor saw at its last step; read by the console and the autoscaler."""
+
+    at: float = 0.0
+    vms: list[VmRecord] = field(default_factory=list)
+    jobs: Counter[str] = field(default_factory=Counter)
+    queue_depths: dict[str, int] = field(default_factory=dict)
+    decisions: list[str] = field(default_factory=list)
+
+
+class Monitor:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        register_timeout_s: float = REGISTER_TIMEOUT_S,
+        redispatch_after_s: float = REDISPATCH_AFTER_S,
+    ) -> None:
+        self.pool = pool
+        self.session = pool.session
+        self.config = self.session.info.config
+        self.register_timeout_s = register_timeout_s
+        self.redispatch_after_s = redispatch_after_s
+        self.dispatcher = Dispatcher(self.session)
+        self.snapshot = PoolSnapshot()
+        self.lock = threading.Lock()
+        # key -> (observed value, monotonic time it was first seen with that value)
+        self._leases: dict[str, tuple[Any, float]] = {}
+        self._vm_beats: dict[str, tuple[Any, float]] = {}
+        self._sent: dict[str, tuple[Any, float]] = {}
+
+    def step(self, now: float) -> list[str]:
+        """One pass: VMs, leases, lost messages, the dispatch window. Returns its decisions."""
+        decisions: list[str] = []
+        vms = self._check_vms(now, decisions)
+        counts = self._reap(now, decisions)
+        self._redispatch(now, decisions)
+        sent = self.dispatcher.fill()
+        if sent:
+            decisions.append(f"released {sent} job messages into the queues")
+        depths = self._queue_depths()
+        with self.lock:
+            self.snapshot = PoolSnapshot(now, vms, counts, depths, decisions)
+        for decision in decisions:
+            log.info("%s", decision)
+        return decisions
+
+    # --- VMs ----------------------------------------------------------------------------
+
+    def _check_vms(self, now: float, decisions: list[str]) -> list[VmRecord]:
+        vms = self.pool.vms()
+        alive = self._alive_in_clouds()
+        for vm in vms:
+            if vm.state in (VmState.STOPPED, VmState.FAILED):
+                self._vm_beats.pop(vm.id, None)
+                continue
+            beat = (vm.state, vm.last_heartbeat_at)
+            seen, since = self._vm_beats.get(vm.id, (None, now))
+            if seen != beat:
+                self._vm_beats[vm.id] = (beat, now)
+                since = now
+            limit = self.register_timeout_s if vm.state is VmState.STARTING else self.config.lease_s
+            gone = vm.cloud in alive and vm.id not in alive[vm.cloud]
+            if now - since >= limit or (gone and now - since >= self.config.heartbeat_s * 3):
+                why = (
+                    "VM is gone from its cloud"
+                    if gone
+                    else (
+                        "VM never registered"
+                        if vm.state is VmState.STARTING
+                        else "VM stopped heartbeating"
+                    )
+                )
+                self._fail_vm(vm, why, decisions)
+        return vms
+
+    def _alive_in_clouds(self) -> dict[str, set[str]]:
+        alive: dict[str, set[str]] = {}
+        for cloud in self.config.clouds:
+            try:
+                instances = self.pool.driver(cloud.name).instances()
+            except Exception as err:  # one cloud's trouble must not stop the loop
+                log.warning("cannot list cloud %s: %s", cloud.name, err)
+                continue
+            alive[cloud.name] = {i.vm_id for i in instances if i.alive}
+        return alive
+
+    def _fail_vm(self, vm: VmRecord, why: str, decisions: list[str]) -> None:
+        try:
+            self.pool.driver(vm.cloud).terminate([vm.id])
+        except Exception as err:
+            log.warning("terminating %s failed: %s", vm.id, err)
+        if self.session.vms.set_state(vm.id, VmState.FAILED, expect=vm.state):
+            self.session.events.append(SESSION_KEY, "vm_failed", vm=vm.id, detail=why)
+            decisions.append(f"{vm.id}: {why}; marked failed and terminated")
+        self._vm_beats.pop(vm.id, None)
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def _reap(self, now: float, decisions: list[str]) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        live: set[str] = set()
+        for state in (JobState.RUNNING, JobState.SAVING):
+            for item in self.session.jobs.by_state(state):
+                counts[str(state)] += 1
+                job_id = item["id"]
+                live.add(job_id)
+                lease = (int(item["attempt"]), int(item.get("lease_seq", 0)))
+                seen, since = self._leases.get(job_id, (None, now))
+                if seen != lease:
+                    self._leases[job_id] = (lease, now)
+                    continue
+                if now - since < self.config.lease_s:
+                    continue
+                result = self.session.jobs.reap(
+                    job_id, lease[0], lease[1], detail=f"lease of {item.get('vm')} expired"
+                )
+                self._leases.pop(job_id, None)
+                if result is not None:
+                    decisions.append(
+                        f"job {job_id}: lease of {item.get('vm')} expired; now {result}"
+                    )
+        for job_id in set(self._leases) - live:
+            del self._leases[job_id]
+        return counts
+
+    def _redispatch(self, now: float, decisions: list[str]) -> None:
+        current: set[str] = set()
+        for item in self.session.jobs.by_dispatch(SENT):
+            job_id = item["id"]
+            current.add(job_id)
+            marker = item.get("dispatched_at")
+            seen, since = self._sent.get(job_id, (None, now))
+            if seen != marker:
+                self._sent[job_id] = (marker, now)
+                continue
+            if now - since >= self.redispatch_after_s and self.session.jobs.mark_pending(
+                job_id, int(item["priority"]), marker
+            ):
+                decisions.append(
+                    f"job {job_id}: message not claimed in "
+                    f"{self.redispatch_after_s:.0f} s; sending it again"
+                )
+                self._sent.pop(job_id, None)
+        for job_id in set(self._sent) - current:
+            del self._sent[job_id]
+
+    def _queue_depths(self) -> dict[str, int]:
+        depths = {}
+        for name, url in self.session.info.queue_urls.items():
+            try:
+                attrs = self.session.aws.sqs.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+                depths[name] = int(attrs["ApproximateNumberOfMessages"])
+            except Exception:  # depths are for display only
+                depths[name] = -1
+        return depths
