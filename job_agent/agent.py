@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from job_agent.attempt import Attempt, SandboxCache
-from job_agent.volumes import DirVolumes, VolumeProvider
+from job_agent.volumes import S3Volumes, VolumeProvider
 from shared import naming
 from shared.aws import translated
 from shared.dispatch import Dispatcher
@@ -26,6 +26,7 @@ from shared.session import Session
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 20
+NO_FIT_DELAY_S = 2  # a job too big for our free slots comes back this much later
 IDLE_SWEEP_S = 60  # an idle agent sweeps every lane and tops up the window this often
 
 
@@ -47,7 +48,7 @@ class JobAgent:
         self.root = root
         self.idle_wait_s = idle_wait_s
         info = bootstrap.session
-        self.volumes = volumes or DirVolumes(
+        self.volumes = volumes or S3Volumes(
             self.session.aws, info.bucket, info.releases, root / "releases"
         )
         self.sandboxes = SandboxCache(self.session, root / "cache")
@@ -167,13 +168,15 @@ class JobAgent:
             self.draining = True
         return self.draining
 
-    def _release(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    def _release(self, messages: list[tuple[str, dict[str, Any]]], delay_s: int = 0) -> None:
         """Hand received messages back to the queue at once, for another agent."""
         for lane, message in messages:
             try:
                 with translated("release job message"):
                     self.session.aws.sqs.change_message_visibility(
-                        QueueUrl=lane, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                        QueueUrl=lane,
+                        ReceiptHandle=message["ReceiptHandle"],
+                        VisibilityTimeout=delay_s,
                     )
             except AwsError as err:  # it comes back after the visibility timeout anyway
                 log.warning("%s", err)
@@ -203,6 +206,10 @@ class JobAgent:
                 raise ValueError(f"message of another session ({hint.session})")
         except ValueError as err:
             self._dead_letter(lane, message, str(err))
+            return
+        if hint.cores > self.free_slots():
+            # Not enough free slots here: hand it back unclaimed, for this or another agent.
+            self._release([(lane, message)], delay_s=NO_FIT_DELAY_S)
             return
         claimed = self.session.jobs.claim(hint.job_id, hint.attempt, self.vm_id)
         if claimed is None:
@@ -256,13 +263,17 @@ class JobAgent:
 
     def _heartbeat_loop(self) -> None:
         renew_every_s = self.config.lease_s / 4
-        last_renew = 0.0
+        last_renew = last_ship = time.monotonic()
         while not self.stopping.wait(self.config.heartbeat_s):
             try:
                 self._vm_heartbeat()
                 if time.monotonic() - last_renew >= renew_every_s:
                     last_renew = time.monotonic()
                     self._renew_leases()
+                if time.monotonic() - last_ship >= self.config.log_ship_s:
+                    last_ship = time.monotonic()
+                    for attempt in self.running():
+                        attempt.ship_progress()
             except Exception:  # the heartbeat must outlive any single failure
                 log.exception("heartbeat failed")
             self._fence_stale()

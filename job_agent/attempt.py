@@ -62,6 +62,7 @@ class Attempt:
         self._session = session
         self._vm = vm_id
         self._workdir = root / f"{task.id}.{task.attempt}"
+        self._logs = root / f"{task.id}.{task.attempt}.logs"  # out of the job's reach
         self._volumes = volumes
         self._sandboxes = sandboxes
         self._process: JobProcess | None = None
@@ -69,6 +70,7 @@ class Attempt:
         self._lock = threading.Lock()
         self.fenced = False
         self.last_renewed = time.monotonic()
+        self._prefix = naming.attempt_prefix(session.info.prefix, task.id, task.attempt)
 
     # --- called from the heartbeat thread ----------------------------------------------------
 
@@ -107,6 +109,7 @@ class Attempt:
             log.exception("job %s attempt %d: agent error", self.task.id, self.task.attempt)
         finally:
             shutil.rmtree(self._workdir, ignore_errors=True)
+            shutil.rmtree(self._logs, ignore_errors=True)
 
     def _run(self) -> Outcome | None:
         task = self.task
@@ -121,13 +124,23 @@ class Attempt:
                 release_dir = self._volumes.mount(task.release)
             except ClobiError as err:
                 return self._failed(Reason.RELEASE_ERROR, str(err))
-        logs = self._workdir / ".clobi"
-        logs.mkdir()
+        logs = self._logs
+        logs.mkdir(parents=True, exist_ok=True)
         env = job_environment(task, self._session.id, self._workdir, release_dir)
         with self._lock:
             if self._pending_kill is not None:
                 return self._killed_before_start()
-            self._process = JobProcess(task, self._workdir, env, logs / "stdout", logs / "stderr")
+            try:
+                self._process = JobProcess(
+                    task,
+                    self._workdir,
+                    env,
+                    logs / "stdout",
+                    logs / "stderr",
+                    user=self._session.info.config.job_user,
+                )
+            except (ClobiError, OSError) as err:
+                return self._failed(Reason.AGENT_ERROR, f"cannot start the job: {err}")
         result = self._process.wait()
         if self.fenced:
             return None
@@ -166,23 +179,42 @@ class Attempt:
 
     def _ship(self, logs: Path) -> str:
         """Upload stdout, stderr and the files matching `outputs` under the attempt's prefix."""
+        self._ship_logs(logs)
         info = self._session.info
-        prefix = naming.attempt_prefix(info.prefix, self.task.id, self.task.attempt)
-        entries = [(name, path) for name, path in self._outputs()]
-        s3 = self._session.aws.s3
+        archive = logs / "output.tar.gz"
+        with open(archive, "wb") as out:
+            sandbox.write(self._outputs(), out)
         with translated("upload outputs"):
-            for stream in ("stdout", "stderr"):
-                s3.upload_file(str(logs / stream), info.bucket, prefix + stream)
-            s3.put_object(
-                Bucket=info.bucket, Key=prefix + "output.tar.gz", Body=sandbox.pack(entries)
+            self._session.aws.s3.upload_file(
+                str(archive), info.bucket, self._prefix + "output.tar.gz"
             )
-        return prefix
+        return self._prefix
+
+    def ship_progress(self) -> None:
+        """Ship stdout/stderr of the running job, so `clobi logs` shows how far it got."""
+        if self._process is not None and not self.fenced:
+            self._ship_logs(self._logs)
+
+    def _ship_logs(self, logs: Path) -> None:
+        cap = self._session.info.config.max_log_bytes
+        for stream in ("stdout", "stderr"):
+            path = logs / stream
+            if not path.exists():
+                continue
+            with open(path, "rb") as handle:
+                data = handle.read(cap + 1)
+            if len(data) > cap:
+                data = data[:cap] + f"\n[clobi: {stream} truncated at {cap} bytes]\n".encode()
+            with translated(f"upload {stream}"):
+                self._session.aws.s3.put_object(
+                    Bucket=self._session.info.bucket, Key=self._prefix + stream, Body=data
+                )
 
     def _outputs(self) -> list[tuple[str, Path]]:
         found: dict[str, Path] = {}
         for path in sorted(self._workdir.rglob("*")):
             relative = path.relative_to(self._workdir).as_posix()
-            if relative.startswith((".clobi", ".tmp")) or not path.is_file() or path.is_symlink():
+            if relative.startswith(".tmp") or not path.is_file() or path.is_symlink():
                 continue
             if any(fnmatch.fnmatch(relative, pattern) for pattern in self.task.outputs):
                 found[relative] = path

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from shared.errors import ClobiError
 from shared.models import JobTask, Reason
 
 KEPT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -26,11 +29,18 @@ class JobProcess:
     """One job's process group. `kill` may be called from any thread."""
 
     def __init__(
-        self, task: JobTask, workdir: Path, env: dict[str, str], stdout: Path, stderr: Path
+        self,
+        task: JobTask,
+        workdir: Path,
+        env: dict[str, str],
+        stdout: Path,
+        stderr: Path,
+        user: str | None = None,
     ) -> None:
         self._task = task
         self._killed: Reason | None = None
         self._kill_event = threading.Event()
+        identity = _identity(user, workdir)
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
             self._proc = subprocess.Popen(
                 ["/bin/bash", task.script, *task.args],
@@ -40,6 +50,7 @@ class JobProcess:
                 stdout=out,
                 stderr=err,
                 process_group=0,
+                **identity,
             )
         self.pid = self._proc.pid
 
@@ -77,6 +88,21 @@ class JobProcess:
             os.killpg(self.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _identity(user: str | None, workdir: Path) -> dict[str, Any]:
+    """Run as an unprivileged user (when the agent is root): it gets the working directory."""
+    if user is None or os.geteuid() != 0:
+        return {}
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ClobiError(f"job user {user!r} does not exist on this VM") from None
+    for dirpath, _, filenames in os.walk(workdir):
+        os.chown(dirpath, entry.pw_uid, entry.pw_gid)
+        for name in filenames:
+            os.chown(Path(dirpath, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def job_environment(

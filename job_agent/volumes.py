@@ -1,17 +1,28 @@
-"""Release volumes behind one interface, mounted once per VM and shared by its jobs."""
+"""Release volumes behind one interface, mounted once per VM and shared by its jobs.
+
+- `dir`: the release archive from S3, extracted once; read-only through a read-only bind mount
+  when the agent is root, else through file modes. No root needed.
+- `loop`: an ext4 or squashfs image from S3, mounted read-only through a loop device (root).
+The session maps each release to its S3 key; the key's suffix says which kind it is.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import stat
+import subprocess
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from shared.aws import Aws, translated
 from shared.errors import ClobiError, SandboxError
+from shared.naming import IMAGE_SUFFIX
 from shared.sandbox import extract
+
+log = logging.getLogger(__name__)
 
 
 class VolumeProvider(ABC):
@@ -25,8 +36,8 @@ class VolumeProvider(ABC):
         """Release every mounted volume. Idempotent; never raises."""
 
 
-class DirVolumes(VolumeProvider):
-    """`dir`: the release archive from S3, extracted once and made read-only. No root needed."""
+class S3Volumes(VolumeProvider):
+    """Releases stored in the session's S3 prefix: `dir` archives and `loop` images."""
 
     def __init__(self, aws: Aws, bucket: str, keys: dict[str, str], root: Path) -> None:
         self._aws = aws
@@ -35,6 +46,7 @@ class DirVolumes(VolumeProvider):
         self._root = root
         self._lock = threading.Lock()
         self._mounted: dict[str, Path] = {}
+        self._mounts: list[Path] = []  # kernel mounts to undo, in order
 
     def mount(self, release: str) -> Path:
         with self._lock:
@@ -43,30 +55,70 @@ class DirVolumes(VolumeProvider):
             key = self._keys.get(release)
             if key is None:
                 raise ClobiError(f"release {release!r} is not known to the session")
+            self._root.mkdir(parents=True, exist_ok=True)
             target = self._root / release
-            if target.exists():
-                _make_writable(target)
-                shutil.rmtree(target)
-            archive = self._root / f".{release}.tar.gz"
-            archive.parent.mkdir(parents=True, exist_ok=True)
+            _clear(target)
+            download = self._root / f".{release}.download"
             with translated(f"download release {release}"):
-                self._aws.s3.download_file(self._bucket, key, str(archive))
-            try:
-                extract(archive, target)
-            except SandboxError as err:
-                raise ClobiError(f"release {release}: {err}") from None
-            finally:
-                archive.unlink(missing_ok=True)
-            _make_read_only(target)
+                self._aws.s3.download_file(self._bucket, key, str(download))
+            if key.endswith(IMAGE_SUFFIX):
+                self._mount_image(release, download, target)
+            else:
+                self._mount_archive(release, download, target)
             self._mounted[release] = target
+            log.info("release %s mounted read-only at %s", release, target)
             return target
+
+    def _mount_archive(self, release: str, archive: Path, target: Path) -> None:
+        data = self._root / f".{release}.data"
+        _clear(data)
+        try:
+            extract(archive, data)
+        except SandboxError as err:
+            raise ClobiError(f"release {release}: {err}") from None
+        finally:
+            archive.unlink(missing_ok=True)
+        _make_read_only(data)
+        target.mkdir()
+        if os.geteuid() == 0:  # file modes do not stop root: a read-only bind mount does
+            _run(["mount", "--bind", str(data), str(target)], release)
+            self._mounts.append(target)
+            _run(["mount", "-o", "remount,ro,bind", str(target)], release)
+        else:
+            target.rmdir()
+            data.rename(target)
+
+    def _mount_image(self, release: str, image: Path, target: Path) -> None:
+        if os.geteuid() != 0:
+            raise ClobiError(f"release {release}: loop images need the agent to run as root")
+        target.mkdir()
+        _run(["mount", "-o", "loop,ro", str(image), str(target)], release)
+        self._mounts.append(target)
 
     def unmount_all(self) -> None:
         with self._lock:
-            for path in self._mounted.values():
-                _make_writable(path)
-                shutil.rmtree(path, ignore_errors=True)
+            for path in reversed(self._mounts):
+                subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+            self._mounts.clear()
             self._mounted.clear()
+            if self._root.exists():
+                _make_writable(self._root)
+                shutil.rmtree(self._root, ignore_errors=True)
+
+
+def _run(command: list[str], release: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ClobiError(
+            f"release {release}: {' '.join(command[:2])} failed: "
+            f"{done.stderr.strip() or done.returncode}"
+        )
+
+
+def _clear(path: Path) -> None:
+    if path.exists():
+        _make_writable(path)
+        shutil.rmtree(path)
 
 
 def _make_read_only(root: Path) -> None:
@@ -80,4 +132,5 @@ def _make_read_only(root: Path) -> None:
 
 def _make_writable(root: Path) -> None:
     for dirpath, _, _ in os.walk(root):
-        Path(dirpath).chmod(0o755)
+        if not os.path.ismount(dirpath):
+            Path(dirpath).chmod(0o755)

@@ -17,7 +17,9 @@ from shared.timeutil import utcnow
 
 Report = Callable[[str], None]
 MAX_RECEIVES_BEFORE_DLQ = 10
-VISIBILITY_TIMEOUT_S = 60
+# Short: a message received by an agent that then died (or froze in a long poll) comes back
+# soon. A slow claim that sees its message again loses nothing: the second claim fails.
+VISIBILITY_TIMEOUT_S = 10
 
 
 def _quiet(_: str) -> None:
@@ -28,8 +30,9 @@ def create_session(config: SessionConfig, report: Report = _quiet) -> SessionInf
     """Create everything a session needs and write its session file. On failure, what was
     created is removed again and the error is raised."""
     for release, spec in config.releases.items():
-        if spec.archive and not Path(spec.archive).is_file():
-            raise ConfigError(f"release {release}: archive {spec.archive} does not exist")
+        for source in (spec.archive, spec.image):
+            if source and not Path(source).is_file():
+                raise ConfigError(f"release {release}: {source} does not exist")
     endpoint_url = endpoint.resolve(config.endpoint_url, start=True)
     if config.endpoint_url == endpoint.LOCAL:
         report(f"embedded AWS endpoint at {endpoint_url}")
@@ -185,11 +188,12 @@ def _upload_releases(
 ) -> dict[str, str]:
     keys = {}
     for release, spec in config.releases.items():
-        if not spec.archive:
+        source = spec.archive or spec.image
+        if not source:
             continue
-        key = naming.release_key(prefix, release)
+        key = naming.release_key(prefix, release, image=spec.image is not None)
         with translated(f"upload release {release}"):
-            aws.s3.upload_file(spec.archive, config.bucket, key)
+            aws.s3.upload_file(source, config.bucket, key)
         report(f"release {release} uploaded")
         keys[release] = key
     return keys

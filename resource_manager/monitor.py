@@ -87,7 +87,11 @@ class Monitor:
             if seen != beat:
                 self._vm_beats[vm.id] = (beat, now)
                 since = now
-            limit = self.register_timeout_s if vm.state is VmState.STARTING else self.config.lease_s
+            limit = (
+                self.register_timeout_s
+                if vm.state is VmState.STARTING
+                else self.config.vm_timeout_s
+            )
             gone = vm.cloud in alive and vm.id not in alive[vm.cloud]
             if now - since >= limit or (gone and now - since >= self.config.heartbeat_s * 3):
                 why = (

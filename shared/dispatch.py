@@ -93,7 +93,10 @@ class Dispatcher:
                 {
                     "Id": str(i),
                     "MessageBody": JobMessage(
-                        self._session.id, item["id"], int(item["attempt"])
+                        self._session.id,
+                        item["id"],
+                        int(item["attempt"]),
+                        int(item["task"].get("cores", 1)),
                     ).encode(),
                 }
                 for i, item in enumerate(chunk)

@@ -13,12 +13,13 @@ class JobMessage:
     session: str
     job_id: str
     attempt: int  # the job's attempt count when the message was sent; stale messages lose the claim
+    cores: int = 1  # so an agent can hand back what does not fit its free slots unclaimed
 
     def encode(self) -> str:
-        return json.dumps(
-            {"v": VERSION, "s": self.session, "j": self.job_id, "a": self.attempt},
-            separators=(",", ":"),
-        )
+        body = {"v": VERSION, "s": self.session, "j": self.job_id, "a": self.attempt}
+        if self.cores != 1:
+            body["c"] = self.cores
+        return json.dumps(body, separators=(",", ":"))
 
 
 def wake(session: str) -> str:
@@ -42,4 +43,7 @@ def decode(body: str) -> JobMessage | None:
         raise ValueError("message names no job")
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
         raise ValueError("message has no valid attempt")
-    return JobMessage(session, job_id, attempt)
+    cores = data.get("c", 1)
+    if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
+        raise ValueError("message has no valid core count")
+    return JobMessage(session, job_id, attempt, cores)

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,19}$"
 
@@ -21,9 +21,19 @@ class Frozen(BaseModel):
 class ReleaseConfig(Frozen):
     """A software release jobs can name; mounted read-only on the VMs."""
 
-    archive: str | None = Field(None, description="tar.gz uploaded at session create (dir volumes)")
-    image: str | None = Field(None, description="ext4/squashfs image uploaded at create (loop)")
-    snapshot: str | None = Field(None, description="EBS snapshot id used on EC2")
+    archive: str | None = Field(
+        default=None, description="tar.gz uploaded at session create (dir volumes)"
+    )
+    image: str | None = Field(
+        default=None, description="ext4/squashfs image uploaded at create (loop)"
+    )
+    snapshot: str | None = Field(default=None, description="EBS snapshot id used on EC2")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReleaseConfig:
+        if self.archive and self.image:
+            raise ValueError("give archive or image, not both")
+        return self
 
 
 class LocalCloud(Frozen):
@@ -73,6 +83,10 @@ class SessionConfig(Frozen):
     heartbeat_s: Annotated[float, Field(ge=0.2, le=600)] = 5.0
     dispatch_window: Annotated[int, Field(ge=1, le=10000)] = 64
     starvation_s: Annotated[float, Field(ge=1)] = 300.0
+    vm_timeout_s: Annotated[float, Field(ge=2)] = 120.0
+    log_ship_s: Annotated[float, Field(ge=0.5)] = 15.0
+    max_log_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024**2
+    job_user: str | None = None
     releases: dict[str, ReleaseConfig] = {}
     clouds: tuple[CloudConfig, ...] = ()
 

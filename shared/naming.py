@@ -34,8 +34,12 @@ def session_prefix(session_id: str) -> str:
     return f"sessions/{session_id}/"
 
 
-def release_key(prefix: str, release: str) -> str:
-    return f"{prefix}releases/{release}.tar.gz"
+IMAGE_SUFFIX = ".img"
+
+
+def release_key(prefix: str, release: str, image: bool = False) -> str:
+    """Where a release lives: an archive (`dir` volumes) or a filesystem image (`loop`)."""
+    return f"{prefix}releases/{release}{IMAGE_SUFFIX if image else '.tar.gz'}"
 
 
 def sandbox_key(prefix: str, digest: str) -> str:

@@ -33,13 +33,18 @@ DEFAULT_LIMITS = Limits()
 def pack(entries: Iterable[tuple[str, Path]]) -> bytes:
     """A tar.gz of (name in archive, local path) pairs; the same files give the same bytes."""
     buffer = io.BytesIO()
+    write(entries, buffer)
+    return buffer.getvalue()
+
+
+def write(entries: Iterable[tuple[str, Path]], out: IO[bytes]) -> None:
+    """Like `pack`, streaming into a file (for outputs too big to hold in memory)."""
     with (
-        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
+        gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for name, path in sorted(entries):
             _add(tar, name, path)
-    return buffer.getvalue()
 
 
 def _add(tar: tarfile.TarFile, name: str, path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from resource_manager.drivers.local import session_root
 from resource_manager.lifecycle import create_session
 from resource_manager.pool import Pool
 from shared import embedded
@@ -74,6 +75,8 @@ def make_session(aws_endpoint: str) -> Iterator[Callable[..., Session]]:
     yield make
     for session in sessions:
         Pool(session).terminate_all()
+        for log in sorted(session_root(session.id).glob("*/console.log")):
+            print(f"--- {log.parent.name} ---\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture

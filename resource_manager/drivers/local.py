@@ -78,12 +78,17 @@ class LocalDriver(CloudDriver):
     def terminate(self, vm_ids: list[str]) -> None:
         """Hard kill: SIGKILL the agent and every process of its session (its jobs)."""
         for vm_id in vm_ids:
-            pid = _read_pid(self._root / vm_id)
-            if pid is None:
+            sid = _recorded_pid(self._root / vm_id)
+            if sid is None:
                 continue
-            kill_session(pid)
+            kill_session(sid)  # even when the agent died already: its jobs may live on
+            unmount_under(self._root / vm_id)  # a VM's release mounts go with it
             if _read_pid(self._root / vm_id) is not None:
-                raise DriverError(f"{vm_id}: agent process {pid} survived SIGKILL")
+                raise DriverError(f"{vm_id}: agent process {sid} survived SIGKILL")
+
+    def agent_pid(self, vm_id: str) -> int | None:
+        """The pid of a VM's live agent process (its session leader), or None."""
+        return _read_pid(self._root / vm_id)
 
     def remove_all(self) -> None:
         """Forget every VM's working area (after terminate, at session cleanup)."""
@@ -106,6 +111,18 @@ def kill_session(sid: int, sig: int = signal.SIGKILL, wait_s: float = KILL_WAIT_
         if time.monotonic() > deadline:
             return
         time.sleep(0.05)
+
+
+def unmount_under(path: Path) -> None:
+    """Lazily unmount every mount point below `path` (left by an agent killed hard)."""
+    prefix = str(path.resolve()) + "/"
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return
+    points = [line.split()[1] for line in mounts if len(line.split()) > 1]
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def session_members(sid: int) -> list[int]:
@@ -140,6 +157,13 @@ def _stat(pid: int) -> tuple[str, int, int, int, int] | None:
 def _start_time(pid: int) -> int | None:
     stat = _stat(pid)
     return stat[4] if stat else None
+
+
+def _recorded_pid(vm_dir: Path) -> int | None:
+    try:
+        return int(json.loads((vm_dir / "pid").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _read_pid(vm_dir: Path) -> int | None:

@@ -1,0 +1,351 @@
+"""The Job Agent's protocol with real agent processes: cancel, fencing, duplicates, poison
+messages, priorities, walltime, slots, running logs, releases, the job user."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobmgmt import JobSpec
+from jobmgmt.client import JobClient
+from resource_manager.drivers.local import LocalDriver
+from resource_manager.pool import Pool
+from shared.message import JobMessage
+from shared.models import JobState, LocalCloud, ReleaseConfig
+from shared.session import Session
+from tests.helpers import wait_until
+
+
+def script(tmp_path: Path, body: str, name: str = "job.sh") -> str:
+    path = tmp_path / name
+    path.write_text("#!/bin/bash\n" + body)
+    return str(path)
+
+
+def job_processes(job_id: str, attempt: int | None = None) -> list[int]:
+    """Live processes of a job, found by the CLOBI_ variables in their environment."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(") ", 1)[1][0]
+        except OSError:
+            continue
+        mine = f"CLOBI_JOB_ID={job_id}".encode() in environ and state != "Z"
+        if mine and (attempt is None or f"CLOBI_ATTEMPT={attempt}".encode() in environ):
+            found.append(int(entry.name))
+    return found
+
+
+def state_of(client: JobClient, job_id: str) -> JobState:
+    return client.status([job_id])[0].state
+
+
+def test_cancel_kills_a_running_job_that_traps_sigterm_and_its_children(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session()
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    job = client.submit(
+        JobSpec(
+            script=script(
+                tmp_path,
+                "trap 'echo ignoring TERM' TERM\nsleep 1000 &\nwhile true; do sleep 1000; done\n",
+            )
+        )
+    )[0]
+    wait_until(lambda: len(job_processes(job)) >= 2, timeout=30, what="the job to run")
+    began = time.monotonic()
+    assert client.cancel([job]) == {job: "cancelling"}
+    wait_until(
+        lambda: state_of(client, job) is JobState.CANCELLED,
+        timeout=15,
+        what="the job to be cancelled",
+    )
+    wait_until(
+        lambda: not job_processes(job),
+        timeout=15 - (time.monotonic() - began),
+        what="every process of the job to be gone",
+    )
+    row = client.status([job])[0]
+    assert row.reason == "cancelled"
+    assert "cancel_requested" in [e.kind for e in client.events([job])]
+
+
+def test_cancel_of_a_queued_job_is_immediate_and_final(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session()
+    client = JobClient(session)
+    job = client.submit(JobSpec(script=script(tmp_path, "true\n")))[0]
+    assert client.cancel([job]) == {job: "cancelled"}
+    Pool(session).start("local", 1)
+    other = client.submit(JobSpec(script=script(tmp_path, "true\n", "other.sh")))[0]
+    client.wait([other], timeout=30)
+    assert state_of(client, job) is JobState.CANCELLED
+    assert client.status([job])[0].vm is None, "no agent ever claimed it"
+    assert client.cancel([job]) == {job: "finished"}
+
+
+def test_an_agent_frozen_past_its_lease_kills_its_job_and_records_nothing(
+    tmp_path: Path,
+    make_session: Callable[..., Session],
+    resource_manager: Callable[[Session], Any],
+) -> None:
+    session = make_session(lease_s=4, heartbeat_s=0.5)
+    resource_manager(session)
+    pool = Pool(session)
+    client = JobClient(session)
+    (frozen,) = pool.start("local", 1)
+    job = client.submit(
+        JobSpec(
+            script=script(tmp_path, 'sleep 6\necho "attempt $CLOBI_ATTEMPT" > out.txt\n'),
+            outputs=("out.txt",),
+        )
+    )[0]
+    wait_until(lambda: job_processes(job, attempt=1), timeout=30, what="attempt 1 to run")
+    pid = LocalDriver(session.info, session.info.config.clouds[0]).agent_pid(frozen)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        (healthy,) = pool.start("local", 1)
+        wait_until(
+            lambda: client.status([job])[0].attempt == 2,
+            timeout=30,
+            what="the reaper to hand the job to another VM",
+        )
+    except AssertionError:
+        for p in (1, 2, 3):
+            print(
+                p,
+                session.aws.sqs.get_queue_attributes(
+                    QueueUrl=session.info.queue_url(p), AttributeNames=["All"]
+                )["Attributes"],
+            )
+        print(session.jobs.get(job))
+        raise
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(
+        lambda: not job_processes(job, attempt=1),
+        timeout=15,
+        what="the resumed agent to kill its superseded job",
+    )
+    rows = client.wait([job], timeout=60)
+    assert (rows[0].state, rows[0].attempt, rows[0].vm) == (JobState.SUCCEEDED, 2, healthy)
+    events = client.events([job])
+    assert [e.attempt for e in events if e.kind in ("succeeded", "failed", "retry")] == [2]
+    out = client.fetch([job], tmp_path / "results")[0]
+    assert (out / "out.txt").read_text() == "attempt 2\n"
+
+
+def test_the_same_message_delivered_to_several_agents_runs_the_job_once(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session()
+    client = JobClient(session)
+    job = client.submit(JobSpec(script=script(tmp_path, "sleep 1\n")))[0]
+    body = JobMessage(session.id, job, 0).encode()
+    for _ in range(5):
+        session.aws.sqs.send_message(QueueUrl=session.info.queue_url(1), MessageBody=body)
+    Pool(session).start("local", 3)
+    rows = client.wait([job], timeout=60)
+    assert (rows[0].state, rows[0].attempt) == (JobState.SUCCEEDED, 1)
+    assert [e.kind for e in client.events([job])].count("started") == 1
+    wait_until(lambda: _queue_empty(session, 1), timeout=30, what="the duplicates to be dropped")
+
+
+def _queue_empty(session: Session, priority: int) -> bool:
+    attrs = session.aws.sqs.get_queue_attributes(
+        QueueUrl=session.info.queue_url(priority), AttributeNames=["All"]
+    )["Attributes"]
+    return (
+        int(attrs["ApproximateNumberOfMessages"]) == 0
+        and int(attrs["ApproximateNumberOfMessagesNotVisible"]) == 0
+    )
+
+
+def test_poison_messages_go_to_the_dead_letter_queue_and_work_goes_on(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session()
+    lane = session.info.queue_url(1)
+    poison = [
+        "not json at all",
+        json.dumps({"v": 1, "s": session.id, "j": "nope.0", "a": 0}),
+        JobMessage("another-session", "x.0", 0).encode(),
+        "\x00\x01binary",
+    ]
+    for body in poison:
+        session.aws.sqs.send_message(QueueUrl=lane, MessageBody=body)
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    job = client.submit(JobSpec(script=script(tmp_path, "true\n")))[0]
+    assert client.wait([job], timeout=30)[0].state is JobState.SUCCEEDED
+
+    def dead() -> list[dict[str, Any]]:
+        out = session.aws.sqs.receive_message(
+            QueueUrl=session.info.queue_urls["dlq"],
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            VisibilityTimeout=0,
+        )
+        messages = out.get("Messages", [])
+        return messages if len(messages) == len(poison) else []
+
+    messages = wait_until(dead, timeout=30, what="the poison in the dead-letter queue")
+    assert sorted(m["Body"] for m in messages) == sorted(poison)
+    reasons = " ".join(m["MessageAttributes"]["reason"]["StringValue"] for m in messages)
+    assert "unknown job nope.0" in reasons and "another session" in reasons
+    wait_until(lambda: _queue_empty(session, 1), timeout=10, what="an empty lane")
+
+
+def test_a_high_priority_job_starts_before_a_waiting_backlog_of_low_ones(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session(
+        clouds=(LocalCloud(name="local", driver="local", cores_per_vm=1, max_vms=1),)
+    )
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    blocker = client.submit(JobSpec(script=script(tmp_path, "sleep 2\n", "block.sh")))[0]
+    wait_until(
+        lambda: state_of(client, blocker) is JobState.RUNNING, timeout=30, what="the blocker to run"
+    )
+    low = client.submit(JobSpec(script=script(tmp_path, "true\n", "low.sh"), count=20))
+    high = client.submit(JobSpec(script=script(tmp_path, "true\n", "high.sh"), priority=3))[0]
+    rows = {r.id: r for r in client.wait([*low, high], timeout=120)}
+    first_low = min(rows[j].started_at for j in low if rows[j].started_at)
+    started = rows[high].started_at
+    assert started is not None and started < first_low
+
+
+def test_walltime_kills_the_job_with_reason_walltime(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session()
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    job = client.submit(
+        JobSpec(script=script(tmp_path, "sleep 100\n"), walltime=1, max_attempts=1)
+    )[0]
+    row = client.wait([job], timeout=30)[0]
+    assert (row.state, row.reason) == (JobState.FAILED, "walltime")
+    assert not job_processes(job)
+
+
+def test_a_job_asking_two_cores_takes_two_slots(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session()
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    ids = client.submit(
+        JobSpec(script=script(tmp_path, 'test "$CLOBI_CORES" = 2\nsleep 1\n'), cores=2, count=3)
+    )
+    rows = sorted(client.wait(ids, timeout=60), key=lambda r: r.started_at or 0)
+    assert all(r.state is JobState.SUCCEEDED for r in rows)
+    for earlier, later in itertools.pairwise(rows):
+        assert earlier.finished_at and later.started_at and earlier.finished_at <= later.started_at
+
+
+def test_logs_show_a_running_jobs_output_so_far(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session(log_ship_s=0.5)
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    job = client.submit(JobSpec(script=script(tmp_path, "echo step 1\nsleep 30\necho step 2\n")))[0]
+    wait_until(
+        lambda: client.logs(job)["stdout"] == "step 1\n",
+        timeout=30,
+        what="the first line to be shipped",
+    )
+    assert state_of(client, job) is JobState.RUNNING
+    client.cancel([job])
+
+
+def test_a_release_is_mounted_read_only_and_shared_by_jobs(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    (tmp_path / "rel").mkdir()
+    (tmp_path / "rel" / "data.txt").write_text("release data\n")
+    archive = tmp_path / "rel.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "rel" / "data.txt", arcname="data.txt")
+    session = make_session(releases={"1.0": ReleaseConfig(archive=str(archive))})
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    ids = client.submit(
+        JobSpec(
+            script=script(
+                tmp_path,
+                'set -e\ncat "$CLOBI_RELEASE_DIR/data.txt"\n'
+                '! touch "$CLOBI_RELEASE_DIR/new" 2>/dev/null\n',
+            ),
+            release="1.0",
+            count=2,
+        )
+    )
+    rows = client.wait(ids, timeout=60)
+    assert all(r.state is JobState.SUCCEEDED for r in rows), [r.reason for r in rows]
+    assert all(client.logs(j)["stdout"] == "release data\n" for j in ids)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mkfs.ext4") is None,
+    reason="loop mounts need root and mkfs.ext4",
+)
+def test_a_loop_image_release_is_mounted_read_only(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    (tmp_path / "rel").mkdir()
+    (tmp_path / "rel" / "data.txt").write_text("image data\n")
+    image = tmp_path / "rel.img"
+    subprocess.run(["truncate", "-s", "8M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-d", str(tmp_path / "rel"), str(image)], check=True)
+    session = make_session(releases={"2.0": ReleaseConfig(image=str(image))})
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    job = client.submit(
+        JobSpec(
+            script=script(
+                tmp_path,
+                'set -e\ncat "$CLOBI_RELEASE_DIR/data.txt"\n'
+                '! touch "$CLOBI_RELEASE_DIR/new" 2>/dev/null\n',
+            ),
+            release="2.0",
+        )
+    )[0]
+    row = client.wait([job], timeout=60)[0]
+    assert row.state is JobState.SUCCEEDED, client.logs(job)
+    assert client.logs(job)["stdout"] == "image data\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running jobs as another user needs root")
+def test_jobs_run_as_the_configured_unprivileged_user(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session(job_user="nobody")
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    job = client.submit(
+        JobSpec(script=script(tmp_path, "id -un\ntouch mine.txt\n"), outputs=("mine.txt",))
+    )[0]
+    row = client.wait([job], timeout=30)[0]
+    assert row.state is JobState.SUCCEEDED, client.logs(job)
+    assert client.logs(job)["stdout"] == "nobody\n"
