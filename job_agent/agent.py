@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from job_agent.attempt import Attempt, SandboxCache
+from job_agent.boot import spot_interrupted
 from job_agent.volumes import S3Volumes, VolumeProvider
 from shared import naming
 from shared.aws import translated
@@ -39,6 +40,7 @@ class JobAgent:
         idle_wait_s: int = IDLE_WAIT_S,
         volumes: VolumeProvider | None = None,
         power_off: Callable[[], None] | None = None,
+        watch_spot: bool = False,
     ) -> None:
         self.vm_id = bootstrap.vm_id
         self.cloud = bootstrap.cloud
@@ -55,6 +57,7 @@ class JobAgent:
         self.dispatcher = Dispatcher(self.session)
         self.stopping = threading.Event()
         self._power_off = power_off
+        self._watch_spot = watch_spot
         self._shut_down = False
         self.draining = False
         self._lock = threading.Lock()
@@ -270,6 +273,9 @@ class JobAgent:
                 if time.monotonic() - last_renew >= renew_every_s:
                     last_renew = time.monotonic()
                     self._renew_leases()
+                if self._watch_spot and not self.draining and spot_interrupted():
+                    log.warning("spot interruption notice: draining")
+                    self.session.vms.request_drain(self.vm_id)
                 if time.monotonic() - last_ship >= self.config.log_ship_s:
                     last_ship = time.monotonic()
                     for attempt in self.running():

@@ -41,6 +41,14 @@ def imds_get(path: str, timeout_s: float = 2.0) -> str | None:
         raise
 
 
+def spot_interrupted() -> bool:
+    """Whether EC2 announced a spot interruption of this instance (never raises)."""
+    try:
+        return imds_get("meta-data/spot/instance-action", timeout_s=1.0) is not None
+    except OSError:
+        return False
+
+
 def parse_bootstrap(text: str | bytes, source: str) -> Bootstrap:
     try:
         return Bootstrap.model_validate_json(text)

@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
     root = args.workdir or Path(bootstrap.workdir or clobi_home() / "agent" / bootstrap.vm_id)
     root.mkdir(parents=True, exist_ok=True)
     _log_to(root / "agent.log", debug=args.debug)
-    agent = JobAgent(bootstrap, root, power_off=lambda: os._exit(0))
+    on_ec2 = any(
+        c.name == bootstrap.cloud and c.driver == "ec2" for c in bootstrap.session.config.clouds
+    )
+    power_off = _power_off(on_ec2)
+    agent = JobAgent(bootstrap, root, power_off=power_off, watch_spot=on_ec2)
 
     def on_term(signum: int, frame: object) -> None:
         # Stopped from outside: kill our jobs and record them lost, so they are retried now.
@@ -52,7 +58,22 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     agent.run()
+    if agent.draining:  # drained, not stopped from outside: power the VM off
+        power_off()
     return 0
+
+
+def _power_off(on_ec2: bool) -> Callable[[], None]:
+    """Local VMs: the process exits. EC2: the instance shuts down, which terminates it
+    (the driver launches with InstanceInitiatedShutdownBehavior=terminate)."""
+
+    def off() -> None:
+        logging.shutdown()
+        if on_ec2:
+            subprocess.run(["shutdown", "-h", "now"], check=False)
+        os._exit(0)
+
+    return off
 
 
 def _log_to(path: Path, debug: bool) -> None:

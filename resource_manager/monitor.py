@@ -76,8 +76,9 @@ class Monitor:
     # --- VMs ----------------------------------------------------------------------------
 
     def _check_vms(self, now: float, decisions: list[str]) -> list[VmRecord]:
-        vms = self.pool.vms()
         alive = self._alive_in_clouds()
+        vms = self.pool.vms()
+        self._terminate_orphans(alive, {vm.id for vm in vms}, decisions)
         for vm in vms:
             if vm.state in (VmState.STOPPED, VmState.FAILED):
                 self._vm_beats.pop(vm.id, None)
@@ -107,6 +108,7 @@ class Monitor:
         return vms
 
     def _alive_in_clouds(self) -> dict[str, set[str]]:
+        """Live VM ids per cloud; a cloud that cannot be listed is left out."""
         alive: dict[str, set[str]] = {}
         for cloud in self.config.clouds:
             try:
@@ -116,6 +118,22 @@ class Monitor:
                 continue
             alive[cloud.name] = {i.vm_id for i in instances if i.alive}
         return alive
+
+    def _terminate_orphans(
+        self, alive: dict[str, set[str]], known: set[str], decisions: list[str]
+    ) -> None:
+        # The clouds were listed before the registry was read, and a VM is registered before
+        # it is launched: so a live VM missing from the registry really is an orphan.
+        for cloud, vm_ids in alive.items():
+            orphans = sorted(vm_ids - known)
+            if not orphans:
+                continue
+            try:
+                self.pool.driver(cloud).terminate(orphans)
+            except Exception as err:
+                log.warning("terminating orphans in %s failed: %s", cloud, err)
+                continue
+            decisions.append(f"terminated orphan VMs in {cloud}: {', '.join(orphans)}")
 
     def _fail_vm(self, vm: VmRecord, why: str, decisions: list[str]) -> None:
         try:

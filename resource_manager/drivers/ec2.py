@@ -1,0 +1,163 @@
+"""The `ec2` cloud: VMs are EC2 instances tagged with the session and VM id.
+
+Launch is idempotent twice over: the instance is looked up by its VM tag first, and
+RunInstances carries a ClientToken derived from the VM id, so a retried launch (say, after a
+lost response) never starts a second instance on AWS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+from resource_manager.drivers.base import CloudDriver, Instance
+from resource_manager.userdata import render
+from shared.aws import Aws, translated
+from shared.errors import AwsError, DriverError
+from shared.models import Bootstrap, Ec2Cloud, SessionInfo
+from shared.naming import TAG_SESSION, TAG_VM
+
+log = logging.getLogger(__name__)
+LIVE_STATES = ("pending", "running")
+LISTED_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+LAUNCH_TRIES = 3
+TERMINATE_WAIT_S = 120.0
+
+
+def client_token(session_id: str, vm_id: str) -> str:
+    return hashlib.sha256(f"{session_id}/{vm_id}".encode()).hexdigest()[:64]
+
+
+class Ec2Driver(CloudDriver):
+    def __init__(self, info: SessionInfo, cloud: Ec2Cloud, aws: Aws | None = None) -> None:
+        self.name = cloud.name
+        self._cloud = cloud
+        self._session_id = info.id
+        self._aws = aws or Aws(cloud.region or info.region, cloud.endpoint_url or info.endpoint_url)
+
+    @property
+    def _ec2(self) -> Any:
+        return self._aws.client("ec2")
+
+    def launch(self, bootstrap: Bootstrap) -> str:
+        error: AwsError | None = None
+        for attempt in range(LAUNCH_TRIES):
+            found = self._find(bootstrap.vm_id)
+            if found:
+                return found[0]
+            try:
+                with translated(f"launch {bootstrap.vm_id} in {self.name}"):
+                    out = self._ec2.run_instances(**self._request(bootstrap))
+                return str(out["Instances"][0]["InstanceId"])
+            except AwsError as err:
+                error = err
+                if err.code in _PERMANENT:
+                    break
+                time.sleep(min(8.0, 0.5 * 2**attempt))
+        raise DriverError(f"cloud {self.name}: cannot launch {bootstrap.vm_id}: {error}")
+
+    def _request(self, bootstrap: Bootstrap) -> dict[str, Any]:
+        cloud = self._cloud
+        tags = [
+            {"Key": TAG_SESSION, "Value": self._session_id},
+            {"Key": TAG_VM, "Value": bootstrap.vm_id},
+            {"Key": "Name", "Value": f"clobi {bootstrap.vm_id}"},
+        ]
+        request: dict[str, Any] = {
+            "ImageId": cloud.ami,
+            "InstanceType": cloud.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": client_token(self._session_id, bootstrap.vm_id),
+            "UserData": render(bootstrap),
+            "MetadataOptions": {
+                "HttpTokens": "required",
+                "HttpEndpoint": "enabled",
+                "HttpPutResponseHopLimit": 1,
+            },
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": tags},
+                {"ResourceType": "volume", "Tags": tags[:2]},
+            ],
+        }
+        if cloud.instance_profile:
+            request["IamInstanceProfile"] = {"Name": cloud.instance_profile}
+        if cloud.spot:
+            request["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {
+                    "SpotInstanceType": "one-time",
+                    "InstanceInterruptionBehavior": "terminate",
+                },
+            }
+        if cloud.subnet_id:
+            request["SubnetId"] = cloud.subnet_id
+        if cloud.security_group_ids:
+            request["SecurityGroupIds"] = list(cloud.security_group_ids)
+        return request
+
+    def instances(self) -> list[Instance]:
+        return [
+            Instance(vm, iid, state in LIVE_STATES)
+            for vm, iid, state in self._describe(
+                [{"Name": f"tag:{TAG_SESSION}", "Values": [self._session_id]}]
+            )
+        ]
+
+    def terminate(self, vm_ids: list[str]) -> None:
+        ids = [iid for vm in vm_ids for iid in self._find(vm, states=LISTED_STATES)]
+        if not ids:
+            return
+        with translated(f"terminate {len(ids)} instances in {self.name}"):
+            self._ec2.terminate_instances(InstanceIds=ids)
+        deadline = time.monotonic() + TERMINATE_WAIT_S
+        while True:
+            left = [iid for vm in vm_ids for iid in self._find(vm, states=LIVE_STATES)]
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise DriverError(f"cloud {self.name}: {', '.join(left)} still not terminated")
+            time.sleep(2.0)
+
+    def _find(self, vm_id: str, states: tuple[str, ...] = LIVE_STATES) -> list[str]:
+        return [
+            iid
+            for _, iid, _ in self._describe(
+                [
+                    {"Name": f"tag:{TAG_SESSION}", "Values": [self._session_id]},
+                    {"Name": f"tag:{TAG_VM}", "Values": [vm_id]},
+                    {"Name": "instance-state-name", "Values": list(states)},
+                ]
+            )
+        ]
+
+    def _describe(self, filters: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+        found = []
+        try:
+            with translated(f"list instances in {self.name}"):
+                pages = self._ec2.get_paginator("describe_instances").paginate(Filters=filters)
+                for page in pages:
+                    for reservation in page.get("Reservations", []):
+                        for inst in reservation.get("Instances", []):
+                            tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+                            found.append(
+                                (tags.get(TAG_VM, "?"), inst["InstanceId"], inst["State"]["Name"])
+                            )
+        except AwsError as err:
+            raise DriverError(f"cloud {self.name}: {err}") from err
+        return found
+
+
+_PERMANENT = {
+    "InvalidAMIID.Malformed",
+    "InvalidAMIID.NotFound",
+    "UnauthorizedOperation",
+    "InvalidParameterValue",
+    "InvalidParameterCombination",
+    "NoSuchEntity",
+    "InvalidSubnetID.NotFound",
+    "InvalidGroup.NotFound",
+}
