@@ -80,8 +80,16 @@ def register(commands: Any) -> None:
     add_json(wait)
     wait.set_defaults(func=_wait)
 
-    cancel = commands.add_parser("cancel", help="remove queued jobs or kill running ones")
-    cancel.add_argument("jobs", nargs="+", metavar="JOB")
+    cancel = commands.add_parser(
+        "cancel",
+        help="remove queued jobs or kill running ones",
+        description="Cancel jobs by id, or every unfinished job matching --state/--name "
+        "(asks first; --yes to skip).",
+    )
+    cancel.add_argument("jobs", nargs="*", metavar="JOB")
+    cancel.add_argument("--state", choices=["queued", "running", "saving"])
+    cancel.add_argument("--name")
+    cancel.add_argument("--yes", action="store_true", help="cancel a filter's matches unasked")
     add_session(cancel)
     add_json(cancel)
     cancel.set_defaults(func=_cancel)
@@ -142,7 +150,9 @@ def _submit(args: argparse.Namespace) -> int:
     specs = _specs(args)
     client = connect(args.session)
     progress = Progress()
-    ids = client.submit(specs, token=args.token, progress=progress.update)
+    ids = client.submit(
+        specs, token=args.token, progress=lambda d, t: progress.bar(d, t, "submitting")
+    )
     progress.done()
     if args.json:
         print_json(ids)
@@ -206,7 +216,24 @@ def _wait(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    result = connect(args.session).cancel(args.jobs)
+    client = connect(args.session)
+    ids = list(args.jobs)
+    if args.state or args.name:
+        if ids:
+            raise ClobiError("give job ids or --state/--name, not both")
+        states = (
+            [JobState(args.state)]
+            if args.state
+            else [JobState.QUEUED, JobState.RUNNING, JobState.SAVING]
+        )
+        ids = [r.id for s in states for r in client.status(state=s, name=args.name)]
+        if not ids:
+            print("no job matches", file=sys.stderr)
+            return 0
+        _confirm(f"Cancel {len(ids)} job(s)?", args.yes)
+    elif not ids:
+        raise ClobiError("nothing to cancel: give job ids, or --state/--name")
+    result = client.cancel(ids)
     if args.json:
         print_json(result)
     else:
@@ -215,10 +242,21 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ClobiError(f"{question.rstrip('?')}: add --yes to confirm")
+    if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
+        raise ClobiError("nothing cancelled")
+
+
 def _fetch(args: argparse.Namespace) -> int:
     client: JobClient = connect(args.session)
     progress = Progress()
-    paths = client.fetch(args.jobs or None, args.output_dir, progress=progress.update)
+    paths = client.fetch(
+        args.jobs or None, args.output_dir, progress=lambda d, t: progress.bar(d, t, "fetching")
+    )
     progress.done()
     if args.json:
         print_json([str(p) for p in paths])

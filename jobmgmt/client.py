@@ -19,6 +19,7 @@ from shared.models import JobSpec, JobState, JobStatus
 from shared.session import Session
 
 Progress = Callable[[str], None]
+Counter = Callable[[int, int], None]  # (done, total)
 
 
 def connect(session: str | None = None) -> JobClient:
@@ -47,7 +48,7 @@ class JobClient:
         self,
         specs: JobSpec | Sequence[JobSpec],
         token: str | None = None,
-        progress: Progress | None = None,
+        progress: Counter | None = None,
     ) -> list[str]:
         """Submit jobs; returns their ids. With a token, a repeated call creates nothing new
         and returns the same ids. Everything is validated before anything is sent."""
@@ -87,7 +88,7 @@ class JobClient:
         Dispatcher(self.session).fill()
         return [job.id for job in jobs]
 
-    def _create(self, jobs: list[NewJob], progress: Progress | None) -> None:
+    def _create(self, jobs: list[NewJob], progress: Counter | None) -> None:
         chunk = 500
         parts = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
         done = 0
@@ -95,7 +96,7 @@ class JobClient:
             for part, _ in zip(parts, pool.map(self._jobs.create, parts), strict=True):
                 done += len(part)
                 if progress:
-                    progress(f"submitted {done}/{len(jobs)} jobs")
+                    progress(done, len(jobs))
 
     def _upload_sandbox(self, spec: JobSpec) -> str:
         """Pack script and inputs; upload unless the same archive is stored already."""
@@ -214,7 +215,7 @@ class JobClient:
         self,
         ids: Iterable[str] | None = None,
         dest: Path | str = ".",
-        progress: Progress | None = None,
+        progress: Counter | None = None,
     ) -> list[Path]:
         """Download the outputs and logs of finished jobs into dest/<job-id>/ (safe extraction,
         parallel). Jobs fetched before are skipped; unfinished jobs are left for later."""
@@ -225,7 +226,7 @@ class JobClient:
             for path in pool.map(lambda r: self._fetch_one(r, dest), rows):
                 done.append(path)
                 if progress:
-                    progress(f"fetched {len(done)}/{len(rows)} jobs")
+                    progress(len(done), len(rows))
         return done
 
     def _fetch_one(self, row: JobStatus, dest: Path) -> Path:

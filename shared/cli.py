@@ -65,6 +65,14 @@ class Progress:
         else:
             print(text, file=sys.stderr, flush=True)
 
+    def bar(self, done: int, total: int, label: str) -> None:
+        """`label [#######.......]  512/1000` on a terminal; plain lines elsewhere."""
+        if total <= 0:
+            return
+        width = 30
+        filled = width * done // total
+        self.update(f"{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+
     def done(self) -> None:
         self._clear()
 
