@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -71,6 +72,7 @@ class JobProcess:
                 break
         code = self._proc.wait()
         self._kill_group(signal.SIGKILL)  # whatever the job left behind in its group
+        self._kill_escaped()
         if self._killed is not None:
             return ProcessResult(code, self._killed)
         return ProcessResult(code, None)
@@ -83,11 +85,41 @@ class JobProcess:
             pass
         self._kill_group(signal.SIGKILL)
 
+    def _kill_escaped(self) -> None:
+        """Processes that left the job's group (double-forked daemons, setsid) still carry
+        its CLOBI_JOB_ID and CLOBI_ATTEMPT: find them and kill them too."""
+        for _ in range(3):
+            pids = job_processes(self._task.id, self._task.attempt)
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+
     def _kill_group(self, sig: int) -> None:
         try:
             os.killpg(self.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def job_processes(job_id: str, attempt: int | None = None) -> list[int]:
+    """Live processes of a job on this machine, found by the CLOBI_ variables it was given."""
+    wanted = f"CLOBI_JOB_ID={job_id}".encode()
+    attempt_var = f"CLOBI_ATTEMPT={attempt}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue
+        if wanted in environ and state != "Z" and (attempt is None or attempt_var in environ):
+            found.append(int(entry.name))
+    return found
 
 
 def _identity(user: str | None, workdir: Path) -> dict[str, Any]:

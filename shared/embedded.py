@@ -9,6 +9,7 @@ lock, so a long poll never blocks other clients. `clobi local` and the tests use
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode
 from shared.errors import EndpointError
 
 POLL_STEP_S = 0.05
+STATS_PATH = "/_clobi/stats"
 StartResponse = Callable[..., Any]
 
 
@@ -34,10 +37,13 @@ class SerializedApp:
     def __init__(self, app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]]) -> None:
         self._app = app
         self._lock = threading.Lock()
-        self.requests = 0
+        self.counts: Counter[str] = Counter()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").startswith(STATS_PATH):
+            return self._stats(environ, start_response)
         body = _read_body(environ)
+        self.counts[_operation(environ, body)] += 1
         wait_s, body = _strip_long_poll(environ, body)
         deadline = time.monotonic() + wait_s
         while True:
@@ -58,7 +64,6 @@ class SerializedApp:
         env["wsgi.input"] = io.BytesIO(body)
         env["CONTENT_LENGTH"] = str(len(body))
         with self._lock:
-            self.requests += 1
             result = self._app(env, capture)
             try:
                 payload = b"".join(result)
@@ -70,6 +75,36 @@ class SerializedApp:
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(payload))))
         return status, headers, payload
+
+    def _stats(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """GET: request counts per service.operation and the server's CPU seconds (for the
+        benchmarks); POST: the same, then the counts start again from zero."""
+        times = os.times()
+        payload = json.dumps(
+            {"requests": dict(self.counts), "cpu_s": times.user + times.system}
+        ).encode()
+        if environ.get("REQUEST_METHOD") == "POST":
+            self.counts.clear()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        )
+        return [payload]
+
+
+def _operation(environ: dict[str, Any], body: bytes) -> str:
+    """`service.Operation` of a request, as far as cheaply known (for counting only)."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    scope = (
+        auth.split("Credential=", 1)[1].split(",", 1)[0].split("/") if "Credential=" in auth else []
+    )
+    service = scope[3] if len(scope) > 3 else "?"
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return f"{service}.{target.rsplit('.', 1)[-1]}"
+    if b"Action=" in body[:200]:
+        action = dict(parse_qsl(body[:500].decode(errors="replace"))).get("Action", "?")
+        return f"{service}.{action}"
+    return f"{service}.{environ.get('REQUEST_METHOD', '?')}"
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
@@ -110,7 +145,49 @@ def _has_messages(payload: bytes) -> bool:
 def make_app() -> SerializedApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    speed_up_moto()
     return SerializedApp(DomainDispatcherApplication(create_backend_app))
+
+
+TUNED_MOTO = "5."  # the adjustments below were measured and tested against moto 5.x
+
+
+def speed_up_moto() -> bool:
+    """Two pinned adjustments that take work unrelated to a request out of moto's hot path,
+    measured on moto 5.2 (see benchmarks/README.md); behaviour is unchanged:
+
+    - `list_of_moto_modules` lists and stats moto's package folders on every request to route
+      it; the folders do not change while the server runs, so the answer is computed once.
+    - `unix_time()` without an argument builds two datetimes per call, and SQS calls it for
+      every message on every request; it equals `time.time()`.
+    Returns whether they were applied (not for another major version of moto)."""
+    import moto
+    from moto import backends
+    from moto.core import utils
+
+    if not moto.__version__.startswith(TUNED_MOTO) or getattr(utils, "_clobi_tuned", False):
+        return False
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
+    original = utils.unix_time
+
+    def unix_time(dt: Any = None) -> float:
+        return time.time() if dt is None else original(dt)
+
+    def unix_time_millis(dt: Any = None) -> float:
+        return unix_time(dt) * 1000.0
+
+    for name in ("sqs.models", "dynamodb.models", "s3.models", "ec2.models", "iam.models"):
+        importlib.import_module(f"moto.{name}")
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("moto."):
+            if getattr(module, "unix_time", None) is original:
+                module.unix_time = unix_time
+            if getattr(module, "unix_time_millis", None) is utils.unix_time_millis:
+                module.unix_time_millis = unix_time_millis
+    utils.unix_time, utils.unix_time_millis = unix_time, unix_time_millis
+    utils._clobi_tuned = True  # type: ignore[attr-defined]
+    return True
 
 
 def serve(host: str, port: int, ready_file: Path | None) -> None:

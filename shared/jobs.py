@@ -181,16 +181,28 @@ class JobTable:
         yield from self._query(DISPATCH_INDEX, "dq = :d", {":d": to_value(key)}, None, limit)
 
     def count_sent(self) -> int:
+        """Jobs whose message is out in the queues (the dispatch window's fill)."""
+        return self._count(DISPATCH_INDEX, "dq = :d", {":d": to_value(SENT)}, None)
+
+    def count_state(self, state: JobState) -> int:
+        """How many jobs are in a state (a counting query on the state index)."""
+        return self._count(STATE_INDEX, "#st = :s", {":s": to_value(str(state))}, _names())
+
+    def _count(
+        self, index: str, condition: str, values: dict[str, Any], names: dict[str, str] | None
+    ) -> int:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "IndexName": DISPATCH_INDEX,
+            "IndexName": index,
             "Select": "COUNT",
-            "KeyConditionExpression": "dq = :d",
-            "ExpressionAttributeValues": {":d": to_value(SENT)},
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
         }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
         total = 0
         while True:
-            with translated("count dispatched jobs"):
+            with translated("count jobs"):
                 page = self._aws.ddb.query(**kwargs)
             total += int(page.get("Count", 0))
             if "LastEvaluatedKey" not in page:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from job_agent.runner import job_processes
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.drivers.local import LocalDriver
@@ -31,23 +32,6 @@ def script(tmp_path: Path, body: str, name: str = "job.sh") -> str:
     path = tmp_path / name
     path.write_text("#!/bin/bash\n" + body)
     return str(path)
-
-
-def job_processes(job_id: str, attempt: int | None = None) -> list[int]:
-    """Live processes of a job, found by the CLOBI_ variables in their environment."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(") ", 1)[1][0]
-        except OSError:
-            continue
-        mine = f"CLOBI_JOB_ID={job_id}".encode() in environ and state != "Z"
-        if mine and (attempt is None or f"CLOBI_ATTEMPT={attempt}".encode() in environ):
-            found.append(int(entry.name))
-    return found
 
 
 def state_of(client: JobClient, job_id: str) -> JobState:

@@ -1,0 +1,1 @@
+"""Reproducible performance measurements of clobi (`python -m benchmarks --help`)."""
