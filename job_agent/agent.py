@@ -28,7 +28,9 @@ from shared.session import Session
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 20
 NO_FIT_DELAY_S = 2  # a job too big for our free slots comes back this much later
-IDLE_SWEEP_S = 60  # an idle agent sweeps every lane and tops up the window this often
+IDLE_SWEEP_S = 60
+FILL_EVERY_S = 0.5  # how often a busy agent may top up the dispatch window
+LANE_SKIP_S = 1.0  # an empty lane is not polled again this soon (bounds priority delay)
 
 
 class JobAgent:
@@ -65,6 +67,9 @@ class JobAgent:
         self._attempts: dict[str, tuple[Attempt, threading.Thread]] = {}
         self._idle = False
         self._next_sweep = 0.0
+        self._last_fill = 0.0
+        self._drain_seen_at = 0.0
+        self._empty_until: dict[str, float] = {}
         self._lanes = [info.queue_url(p) for p in range(info.config.priorities, 0, -1)]
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -143,32 +148,45 @@ class JobAgent:
             self._slot_freed.wait(1.0)
             self._slot_freed.clear()
             return
+        woke = False
         if self._idle and time.monotonic() < self._next_sweep:
             messages = self._receive(self._lanes[-1], free, self.idle_wait_s)
             if not messages:
                 return
-            self._idle = False
+            self._idle, woke = False, True
         else:
             messages = self._sweep(free)
-            if not messages and self.dispatcher.fill() > 0:
-                messages = self._sweep(free)
+            if len(messages) < free and self._fill():
+                messages += self._sweep(free - len(messages))
             if not messages:
                 self._idle = True
                 self._next_sweep = time.monotonic() + IDLE_SWEEP_S
                 return
-        if self._drain_requested():
+        if self._drain_requested(fresh=woke):
             self._release(messages)
             return
-        for lane, message in messages:
-            self._handle(lane, message)
+        claimed = [(lane, message) for lane, message in messages if self._handle(lane, message)]
+        self._delete(claimed)
 
-    def _drain_requested(self) -> bool:
-        """Read the drain flag right before claiming, not only at the last heartbeat, so a
-        drained VM takes no job that arrived after the drain."""
-        record = self.session.vms.get(self.vm_id)
-        if record is not None and record.drain and not self.draining:
-            log.info("drain requested: taking no new job")
-            self.draining = True
+    def _fill(self) -> bool:
+        """Top up the dispatch window (at most every FILL_EVERY_S); True if it sent any."""
+        now = time.monotonic()
+        if now - self._last_fill < FILL_EVERY_S:
+            return False
+        self._last_fill = now
+        return self.dispatcher.fill() > 0
+
+    def _drain_requested(self, fresh: bool) -> bool:
+        """Whether to take no new job. An agent that just woke from its idle long poll reads
+        the flag itself, so a VM drained while idle takes no job that arrives after the drain;
+        a busy agent trusts its last heartbeat unless that is getting old."""
+        stale = time.monotonic() - self._drain_seen_at > 2 * self.config.heartbeat_s
+        if not self.draining and (fresh or stale):
+            record = self.session.vms.get(self.vm_id)
+            self._drain_seen_at = time.monotonic()
+            if record is not None and record.drain:
+                log.info("drain requested: taking no new job")
+                self.draining = True
         return self.draining
 
     def _release(self, messages: list[tuple[str, dict[str, Any]]], delay_s: int = 0) -> None:
@@ -185,11 +203,19 @@ class JobAgent:
                 log.warning("%s", err)
 
     def _sweep(self, free: int) -> list[tuple[str, dict[str, Any]]]:
+        """Receive from the lanes, highest first. A lane found empty is skipped for
+        LANE_SKIP_S, so a session that uses one lane pays one request per receive."""
         got: list[tuple[str, dict[str, Any]]] = []
+        now = time.monotonic()
         for lane in self._lanes:
             if len(got) >= free:
                 break
-            got.extend(self._receive(lane, free - len(got), 0))
+            if self._empty_until.get(lane, 0.0) > now:
+                continue
+            received = self._receive(lane, free - len(got), 0)
+            if not received:
+                self._empty_until[lane] = now + LANE_SKIP_S
+            got.extend(received)
         return got
 
     def _receive(self, lane: str, count: int, wait_s: int) -> list[tuple[str, dict[str, Any]]]:
@@ -199,41 +225,40 @@ class JobAgent:
             )
         return [(lane, message) for message in out.get("Messages", [])]
 
-    def _handle(self, lane: str, message: dict[str, Any]) -> None:
+    def _handle(self, lane: str, message: dict[str, Any]) -> bool:
+        """Act on one message; True when it is done with and should be deleted."""
         try:
             hint = decode(message["Body"])
             if hint is None:  # a wake-up: sweep every lane next
-                self._delete(lane, message)
-                return
+                self._empty_until.clear()
+                return True
             if hint.session != self.session.id:
                 raise ValueError(f"message of another session ({hint.session})")
         except ValueError as err:
             self._dead_letter(lane, message, str(err))
-            return
+            return True
         if hint.cores > self.free_slots():
             # Not enough free slots here: hand it back unclaimed, for this or another agent.
             self._release([(lane, message)], delay_s=NO_FIT_DELAY_S)
-            return
-        claimed = self.session.jobs.claim(hint.job_id, hint.attempt, self.vm_id)
-        if claimed is None:
+            return False
+        task = self.session.jobs.claim(hint.job_id, hint.attempt, self.vm_id)
+        if task is None:
             try:
                 self.session.jobs.get(hint.job_id)
             except JobNotFound:
                 self._dead_letter(lane, message, f"unknown job {hint.job_id}")
-                return
-            self._delete(lane, message)  # stale or duplicate hint: someone else has the job
-            return
-        self._delete(lane, message)
+            return True  # a stale or duplicate hint: someone else has the job
         attempt = Attempt(
-            self.session, claimed.task, self.vm_id, self.root / "jobs", self.volumes, self.sandboxes
+            self.session, task, self.vm_id, self.root / "jobs", self.volumes, self.sandboxes
         )
         thread = threading.Thread(
-            target=self._run_attempt, args=(attempt,), name=f"job-{claimed.task.id}", daemon=True
+            target=self._run_attempt, args=(attempt,), name=f"job-{task.id}", daemon=True
         )
         with self._lock:
-            self._attempts[claimed.task.id] = (attempt, thread)
-        log.info("claimed job %s attempt %d", claimed.task.id, claimed.task.attempt)
+            self._attempts[task.id] = (attempt, thread)
+        log.info("claimed job %s attempt %d", task.id, task.attempt)
         thread.start()
+        return True
 
     def _run_attempt(self, attempt: Attempt) -> None:
         try:
@@ -243,14 +268,21 @@ class JobAgent:
                 self._attempts.pop(attempt.task.id, None)
             self._slot_freed.set()
 
-    def _delete(self, lane: str, message: dict[str, Any]) -> None:
-        try:
-            with translated("delete job message"):
-                self.session.aws.sqs.delete_message(
-                    QueueUrl=lane, ReceiptHandle=message["ReceiptHandle"]
-                )
-        except AwsError as err:  # the claim holds; a redelivered message loses its claim
-            log.warning("%s", err)
+    def _delete(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Delete handled messages, a batch per lane. A message left behind by a failure
+        comes back later and loses its claim."""
+        by_lane: dict[str, list[dict[str, Any]]] = {}
+        for lane, message in messages:
+            by_lane.setdefault(lane, []).append(message)
+        for lane, batch in by_lane.items():
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ]
+            try:
+                with translated("delete job messages"):
+                    self.session.aws.sqs.delete_message_batch(QueueUrl=lane, Entries=entries)
+            except AwsError as err:
+                log.warning("%s", err)
 
     def _dead_letter(self, lane: str, message: dict[str, Any], why: str) -> None:
         log.warning("poison message to the dead-letter queue: %s", why)
@@ -260,7 +292,6 @@ class JobAgent:
                 MessageBody=message["Body"][:200_000],
                 MessageAttributes={"reason": {"DataType": "String", "StringValue": why[:256]}},
             )
-        self._delete(lane, message)
 
     # --- heartbeat -------------------------------------------------------------------------
 
@@ -270,9 +301,10 @@ class JobAgent:
         while not self.stopping.wait(self.config.heartbeat_s):
             try:
                 self._vm_heartbeat()
-                if time.monotonic() - last_renew >= renew_every_s:
+                due = time.monotonic() - last_renew >= renew_every_s
+                if due:
                     last_renew = time.monotonic()
-                    self._renew_leases()
+                self._renew_leases(everyone=due)
                 if self._watch_spot and not self.draining and spot_interrupted():
                     log.warning("spot interruption notice: draining")
                     self.session.vms.request_drain(self.vm_id)
@@ -291,6 +323,7 @@ class JobAgent:
         except AwsError as err:
             log.warning("VM heartbeat failed: %s", err)
             return
+        self._drain_seen_at = time.monotonic()
         if drain and not self.draining:
             log.info("drain requested: taking no new job")
             self.draining = True
@@ -306,11 +339,16 @@ class JobAgent:
                 log.info("job %s: cancel requested", attempt.task.id)
                 attempt.kill(Reason.CANCELLED)
 
-    def _renew_leases(self) -> None:
+    def _renew_leases(self, everyone: bool) -> None:
+        """Renew the leases when due; attempts with events held back are renewed at once."""
         for attempt in self.running():
+            events = attempt.take_events()
+            if not (everyone or events):
+                continue
             try:
-                cancel = self.session.jobs.renew(attempt.task.id, attempt.task.attempt, self.vm_id)
+                cancel = self.session.jobs.renew(attempt.task, self.vm_id, events)
             except AwsError as err:
+                attempt.restore_events(events)
                 log.warning("lease renewal of job %s failed: %s", attempt.task.id, err)
                 continue
             if cancel is None:

@@ -12,6 +12,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from job_agent.runner import JobProcess, job_environment
 from job_agent.volumes import VolumeProvider
@@ -23,6 +24,7 @@ from shared.models import JobState, JobTask, Reason
 from shared.session import Session
 
 log = logging.getLogger(__name__)
+SAVING_ABOVE_BYTES = 8 * 1024**2  # results bigger than this show the `saving` state
 
 
 class SandboxCache:
@@ -71,6 +73,9 @@ class Attempt:
         self.fenced = False
         self.last_renewed = time.monotonic()
         self._prefix = naming.attempt_prefix(session.info.prefix, task.id, task.attempt)
+        # The `started` event goes with the attempt's first write: a lease renewal soon after
+        # the start, or the result of a short job. One request less per job.
+        self._events = [session.jobs.started_event(task, vm_id)]
 
     # --- called from the heartbeat thread ----------------------------------------------------
 
@@ -89,13 +94,25 @@ class Attempt:
 
     # --- the attempt's own thread --------------------------------------------------------------
 
+    # --- events held back till the attempt's next write ---------------------------------------
+
+    def take_events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def restore_events(self, events: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._events[:0] = events
+
+    # --- the attempt's own thread --------------------------------------------------------------
+
     def run(self) -> None:
         try:
             outcome = self._run()
             if outcome is not None and not self.fenced:
-                state = self._session.jobs.complete(
-                    self.task.id, self.task.attempt, self._vm, outcome
-                )
+                events = self.take_events()
+                state = self._session.jobs.complete(self.task, self._vm, outcome, events)
                 if state is None:
                     log.warning(
                         "job %s attempt %d was superseded; result dropped",
@@ -124,8 +141,7 @@ class Attempt:
                 release_dir = self._volumes.mount(task.release)
             except ClobiError as err:
                 return self._failed(Reason.RELEASE_ERROR, str(err))
-        logs = self._logs
-        logs.mkdir(parents=True, exist_ok=True)
+        self._logs.mkdir(parents=True, exist_ok=True)
         env = job_environment(task, self._session.id, self._workdir, release_dir)
         with self._lock:
             if self._pending_kill is not None:
@@ -135,8 +151,8 @@ class Attempt:
                     task,
                     self._workdir,
                     env,
-                    logs / "stdout",
-                    logs / "stderr",
+                    self._logs / "stdout",
+                    self._logs / "stderr",
                     user=self._session.info.config.job_user,
                 )
             except (ClobiError, OSError) as err:
@@ -144,13 +160,12 @@ class Attempt:
         result = self._process.wait()
         if self.fenced:
             return None
-        if not self._session.jobs.start_saving(task.id, task.attempt, self._vm):
-            self.fenced = True
-            return None
         try:
-            result_key = self._ship(logs)
+            result_key = self._ship()
         except ClobiError as err:
             return self._failed(Reason.OUTPUT_ERROR, str(err))
+        if result_key is None:
+            return None
         if result.reason is Reason.CANCELLED:
             return Outcome(JobState.CANCELLED, result.exit_code, Reason.CANCELLED, result_key)
         if result.reason is not None:
@@ -168,53 +183,66 @@ class Attempt:
 
     def _failed(self, reason: Reason, message: str) -> Outcome:
         log.warning("job %s attempt %d: %s: %s", self.task.id, self.task.attempt, reason, message)
-        self._session.events.append(
+        error = self._session.events.item(
             self.task.id,
             "error",
             attempt=self.task.attempt,
             vm=self._vm,
             detail=f"{reason}: {message}"[:500],
         )
+        with self._lock:
+            self._events.append(error)
         return Outcome(JobState.FAILED, None, reason, None)
 
-    def _ship(self, logs: Path) -> str:
-        """Upload stdout, stderr and the files matching `outputs` under the attempt's prefix."""
-        self._ship_logs(logs)
-        info = self._session.info
-        archive = logs / "output.tar.gz"
+    def _ship(self) -> str | None:
+        """Upload one result archive (stdout, stderr and the files matching `outputs`) under
+        the attempt's prefix; returns its key, or None if the attempt turned out superseded.
+        A big result is announced first as `saving`, which also checks we still own the job."""
+        archive = self._logs / naming.RESULT_ARCHIVE
+        streams = [(name, self._capped(name)) for name in ("stdout", "stderr")]
         with open(archive, "wb") as out:
-            sandbox.write(self._outputs(), out)
-        with translated("upload outputs"):
-            self._session.aws.s3.upload_file(
-                str(archive), info.bucket, self._prefix + "output.tar.gz"
-            )
-        return self._prefix
+            sandbox.write([*streams, *self._outputs()], out)
+        if archive.stat().st_size > SAVING_ABOVE_BYTES and not self._session.jobs.start_saving(
+            self.task, self._vm
+        ):
+            self.fenced = True
+            return None
+        key = self._prefix + naming.RESULT_ARCHIVE
+        with translated("upload the result"):
+            self._session.aws.s3.upload_file(str(archive), self._session.info.bucket, key)
+        return key
+
+    def _capped(self, stream: str) -> Path:
+        """The stream's file, or a copy cut at max_log_bytes with a note at the end."""
+        path = self._logs / stream
+        cap = self._session.info.config.max_log_bytes
+        if not path.exists() or path.stat().st_size <= cap:
+            return path
+        capped = self._logs / f"{stream}.capped"
+        with open(path, "rb") as source, open(capped, "wb") as out:
+            out.write(source.read(cap))
+            out.write(f"\n[clobi: {stream} truncated at {cap} bytes]\n".encode())
+        return capped
 
     def ship_progress(self) -> None:
         """Ship stdout/stderr of the running job, so `clobi logs` shows how far it got."""
-        if self._process is not None and not self.fenced:
-            self._ship_logs(self._logs)
-
-    def _ship_logs(self, logs: Path) -> None:
-        cap = self._session.info.config.max_log_bytes
+        if self._process is None or self.fenced:
+            return
         for stream in ("stdout", "stderr"):
-            path = logs / stream
-            if not path.exists():
-                continue
-            with open(path, "rb") as handle:
-                data = handle.read(cap + 1)
-            if len(data) > cap:
-                data = data[:cap] + f"\n[clobi: {stream} truncated at {cap} bytes]\n".encode()
-            with translated(f"upload {stream}"):
-                self._session.aws.s3.put_object(
-                    Bucket=self._session.info.bucket, Key=self._prefix + stream, Body=data
-                )
+            path = self._capped(stream)
+            if path.exists():
+                with translated(f"upload {stream}"):
+                    self._session.aws.s3.upload_file(
+                        str(path), self._session.info.bucket, self._prefix + stream
+                    )
 
     def _outputs(self) -> list[tuple[str, Path]]:
         found: dict[str, Path] = {}
         for path in sorted(self._workdir.rglob("*")):
             relative = path.relative_to(self._workdir).as_posix()
-            if relative.startswith(".tmp") or not path.is_file() or path.is_symlink():
+            if relative in ("stdout", "stderr") or relative.startswith(".tmp"):
+                continue  # the streams have these names in the result
+            if not path.is_file() or path.is_symlink():
                 continue
             if any(fnmatch.fnmatch(relative, pattern) for pattern in self.task.outputs):
                 found[relative] = path

@@ -171,25 +171,29 @@ class JobClient:
         return sorted(found, key=lambda e: e.at)
 
     def logs(self, job_id: str) -> dict[str, str]:
-        """stdout and stderr of a job's latest attempt (as shipped so far)."""
+        """stdout and stderr of a job's latest attempt: from its result when it has one, else
+        what its agent has shipped so far (running jobs ship every `log_ship_s`)."""
         item = self._jobs.get(job_id)
-        info = self.session.info
-        prefix = item.get("result_key") or naming.attempt_prefix(
-            info.prefix, job_id, int(item.get("attempt", 0))
-        )
-        out = {}
-        for stream in ("stdout", "stderr"):
-            try:
-                with translated(f"read {stream}"):
-                    body = self.session.aws.s3.get_object(Bucket=info.bucket, Key=prefix + stream)[
-                        "Body"
-                    ].read()
-                out[stream] = body.decode("utf-8", errors="replace")
-            except AwsError as err:
-                if err.code not in ("NoSuchKey", "404"):
-                    raise
-                out[stream] = ""
-        return out
+        if item.get("result_key"):
+            streams = sandbox.read_members(
+                self._get(item["result_key"]) or b"", ("stdout", "stderr")
+            )
+            return {name: data.decode("utf-8", errors="replace") for name, data in streams.items()}
+        prefix = naming.attempt_prefix(self.session.info.prefix, job_id, int(item["attempt"]))
+        return {
+            stream: (self._get(prefix + stream) or b"").decode("utf-8", errors="replace")
+            for stream in ("stdout", "stderr")
+        }
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            with translated(f"read s3://{self.session.info.bucket}/{key}"):
+                out = self.session.aws.s3.get_object(Bucket=self.session.info.bucket, Key=key)
+                return bytes(out["Body"].read())
+        except AwsError as err:
+            if err.code in ("NoSuchKey", "404"):
+                return None
+            raise
 
     # --- act --------------------------------------------------------------------------------
 
@@ -234,19 +238,11 @@ class JobClient:
         marker = target / ".clobi-fetched"
         if marker.exists() and marker.read_text().strip() == row.result_key:
             return target
-        target.mkdir(parents=True, exist_ok=True)
-        info = self.session.info
-        s3 = self.session.aws.s3
         assert row.result_key is not None
-        try:
-            with translated(f"download outputs of {row.id}"):
-                for stream in ("stdout", "stderr"):
-                    s3.download_file(info.bucket, row.result_key + stream, str(target / stream))
-                archive = s3.get_object(Bucket=info.bucket, Key=row.result_key + "output.tar.gz")[
-                    "Body"
-                ].read()
-        except AwsError as err:
-            raise ClobiError(f"job {row.id}: outputs not found ({err})") from err
+        archive = self._get(row.result_key)
+        if archive is None:
+            raise ClobiError(f"job {row.id}: its result {row.result_key} is missing")
+        target.mkdir(parents=True, exist_ok=True)
         try:
             sandbox.extract(archive, target)
         except ClobiError as err:

@@ -36,11 +36,21 @@ def translated(what: str) -> Iterator[None]:
         error = err.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         message = error.get("Message", "")
-        if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+        if code == "ConditionalCheckFailedException" or (
+            code == "TransactionCanceledException" and _condition_among(err.response)
+        ):
             raise ConditionFailed(f"{what}: condition failed", code) from err
         raise AwsError(f"{what}: {code}: {message}".rstrip(": "), code) from err
     except BotoCoreError as err:
         raise AwsError(f"{what}: {err}", type(err).__name__) from err
+
+
+def _condition_among(response: Mapping[str, Any]) -> bool:
+    """Whether a cancelled transaction failed a condition (not a conflict or throttling)."""
+    reasons = response.get("CancellationReasons") or []
+    if not reasons:  # some endpoints only say it in the message
+        return "ConditionalCheckFailed" in str(response.get("Error", {}).get("Message", ""))
+    return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
 
 
 class Aws:

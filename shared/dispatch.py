@@ -64,10 +64,11 @@ class Dispatcher:
                 )
                 candidates.append((eff, int(item.get("seq", 0)), item))
         candidates.sort(key=lambda c: (-c[0], c[1]))
+        chosen = candidates[:room]
+        lane = {item["id"]: eff for eff, _, item in chosen}
         by_queue: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for eff, _, item in candidates[:room]:
-            if self._session.jobs.mark_sent(item["id"], pending_key(int(item["priority"]))):
-                by_queue[eff].append(item)
+        for item in self._session.jobs.mark_sent([item for _, _, item in chosen]):
+            by_queue[lane[item["id"]]].append(item)
         sent = 0
         for eff, items in by_queue.items():
             sent += self._send(eff, items)

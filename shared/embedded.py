@@ -163,12 +163,13 @@ def speed_up_moto() -> bool:
     Returns whether they were applied (not for another major version of moto)."""
     import moto
     from moto import backends
-    from moto.core import utils
+    from moto.core import utils as moto_utils
 
+    utils: Any = moto_utils
     if not moto.__version__.startswith(TUNED_MOTO) or getattr(utils, "_clobi_tuned", False):
         return False
     modules = tuple(backends.list_of_moto_modules())
-    backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
+    backends.list_of_moto_modules = lambda: modules
     original = utils.unix_time
 
     def unix_time(dt: Any = None) -> float:
@@ -179,14 +180,14 @@ def speed_up_moto() -> bool:
 
     for name in ("sqs.models", "dynamodb.models", "s3.models", "ec2.models", "iam.models"):
         importlib.import_module(f"moto.{name}")
-    for module in list(sys.modules.values()):
+    for module in list[Any](sys.modules.values()):
         if getattr(module, "__name__", "").startswith("moto."):
             if getattr(module, "unix_time", None) is original:
                 module.unix_time = unix_time
             if getattr(module, "unix_time_millis", None) is utils.unix_time_millis:
                 module.unix_time_millis = unix_time_millis
     utils.unix_time, utils.unix_time_millis = unix_time, unix_time_millis
-    utils._clobi_tuned = True  # type: ignore[attr-defined]
+    utils._clobi_tuned = True
     return True
 
 

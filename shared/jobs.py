@@ -7,7 +7,7 @@ every later write of that attempt is conditioned on still owning it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +37,6 @@ class NewJob:
     max_attempts: int
     task: dict[str, Any]
     seq: int  # dispatch order within a priority (submission order)
-
-
-@dataclass(frozen=True)
-class Claimed:
-    task: JobTask
-    lease_seq: int
 
 
 @dataclass(frozen=True)
@@ -237,20 +231,42 @@ class JobTable:
 
     # --- dispatch -----------------------------------------------------------------------------
 
-    def mark_sent(self, job_id: str, pending: str) -> bool:
-        """Take a job out of the pending set to send its message; False if someone else did."""
-        return self._try_update(
-            job_id,
-            "SET dq = :sent, dispatched_at = :now",
-            "dq = :pending AND #st = :queued",
-            {
+    def mark_sent(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take jobs out of the pending set to send their messages; returns those this caller
+        took (another dispatcher may have taken some). Transactions of 50, one by one on
+        contention."""
+        taken: list[dict[str, Any]] = []
+        for start in range(0, len(items), 50):
+            chunk = items[start : start + 50]
+            updates = [{"Update": self._sent_update(item)} for item in chunk]
+            try:
+                with translated("dispatch jobs"):
+                    self._aws.ddb.transact_write_items(TransactItems=updates)
+                taken.extend(chunk)
+            except ConditionFailed:
+                for item, update in zip(chunk, updates, strict=True):
+                    try:
+                        with translated("dispatch job"):
+                            self._aws.ddb.update_item(**update["Update"])
+                        taken.append(item)
+                    except ConditionFailed:
+                        continue
+        return taken
+
+    def _sent_update(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "TableName": self.table,
+            "Key": {"id": to_value(item["id"])},
+            "UpdateExpression": "SET dq = :sent, dispatched_at = :now",
+            "ConditionExpression": "dq = :pending AND #st = :queued",
+            "ExpressionAttributeNames": _names(),
+            "ExpressionAttributeValues": {
                 ":sent": to_value(SENT),
                 ":now": to_value(iso(utcnow())),
-                ":pending": to_value(pending),
+                ":pending": to_value(pending_key(int(item["priority"]))),
                 ":queued": to_value("queued"),
             },
-            _names(),
-        )
+        }
 
     def mark_pending(self, job_id: str, priority: int, dispatched_at: str | None) -> bool:
         """Put a dispatched job back into the pending set (its message failed or went missing)."""
@@ -263,13 +279,13 @@ class JobTable:
         if dispatched_at is not None:
             condition += " AND dispatched_at = :at"
             values[":at"] = to_value(dispatched_at)
-        return self._try_update(job_id, "SET dq = :pending", condition, values, _names())
+        return self._write(job_id, "SET dq = :pending", condition, values)
 
     # --- the attempt: claim, heartbeat, saving, complete ----------------------------------------
 
-    def claim(self, job_id: str, attempt: int, vm: str) -> Claimed | None:
-        """Conditionally take a queued job; None if it is not queued at that attempt any more."""
-        now = iso(utcnow())
+    def claim(self, job_id: str, attempt: int, vm: str) -> JobTask | None:
+        """Conditionally take a queued job; None if it is not queued at that attempt any more.
+        The `started` event is written with the attempt's next write (see `started_event`)."""
         try:
             with translated("claim job"):
                 out = self._aws.ddb.update_item(
@@ -291,7 +307,7 @@ class JobTable:
                         ":att": to_value(attempt),
                         ":next": to_value(attempt + 1),
                         ":vm": to_value(vm),
-                        ":now": to_value(now),
+                        ":now": to_value(iso(utcnow())),
                         ":zero": to_value(0),
                     },
                     ReturnValues="ALL_NEW",
@@ -299,45 +315,54 @@ class JobTable:
         except ConditionFailed:
             return None
         item = from_item(out["Attributes"])
-        task = JobTask(
+        return JobTask(
             id=job_id,
             name=item["name"],
-            attempt=item["attempt"],
-            max_attempts=item["max_attempts"],
+            priority=int(item["priority"]),
+            attempt=int(item["attempt"]),
+            max_attempts=int(item["max_attempts"]),
             **item["task"],
         )
-        self.events.append(job_id, "started", attempt=task.attempt, vm=vm)
-        return Claimed(task, 0)
 
-    def renew(self, job_id: str, attempt: int, vm: str) -> bool | None:
-        """Renew the lease; returns whether a cancel was requested, None if the attempt is lost."""
+    def started_event(self, task: JobTask, vm: str) -> dict[str, Any]:
+        return self.events.item(task.id, "started", attempt=task.attempt, vm=vm)
+
+    def renew(self, task: JobTask, vm: str, events: Sequence[dict[str, Any]] = ()) -> bool | None:
+        """Renew the lease (writing any events of the attempt held back till now). Returns
+        whether a cancel was requested, or None if the attempt is no longer ours."""
+        values = {":one": to_value(1), **_owned_values(task.attempt, vm)}
+        if events:
+            ok = self._write(task.id, "SET lease_seq = lease_seq + :one", _OWNED, values, events)
+            return False if ok else None
         try:
             with translated("renew lease"):
                 out = self._aws.ddb.update_item(
                     TableName=self.table,
-                    Key={"id": to_value(job_id)},
+                    Key={"id": to_value(task.id)},
                     UpdateExpression="SET lease_seq = lease_seq + :one",
                     ConditionExpression=_OWNED,
                     ExpressionAttributeNames=_names(),
-                    ExpressionAttributeValues={":one": to_value(1), **_owned_values(attempt, vm)},
+                    ExpressionAttributeValues=values,
                     ReturnValues="ALL_NEW",
                 )
         except ConditionFailed:
             return None
         return bool(out["Attributes"].get("cancel_requested", {}).get("BOOL", False))
 
-    def start_saving(self, job_id: str, attempt: int, vm: str) -> bool:
-        return self._try_update(
-            job_id, "SET #st = :saving", _OWNED, _owned_values(attempt, vm), _names()
+    def start_saving(self, task: JobTask, vm: str) -> bool:
+        return self._transition(
+            task.id, {"state": "saving"}, _OWNED, _owned_values(task.attempt, vm)
         )
 
-    def complete(self, job_id: str, attempt: int, vm: str, outcome: Outcome) -> JobState | None:
-        """Record how an attempt ended, once, as its owner. A failure with attempts left goes
-        back to `queued`. Returns the state written, or None if the attempt was superseded."""
-        item = self.get(job_id)
+    def complete(
+        self, task: JobTask, vm: str, outcome: Outcome, events: Sequence[dict[str, Any]] = ()
+    ) -> JobState | None:
+        """Record how an attempt ended, once, as its owner, with its event (and any held
+        back) in the same transaction. A failure with attempts left goes back to `queued`.
+        Returns the state written, or None if the attempt was superseded."""
         retry = (
             outcome.state is JobState.FAILED
-            and attempt < int(item["max_attempts"])
+            and task.attempt < task.max_attempts
             and outcome.reason is not Reason.CANCELLED
         )
         fields: dict[str, Any] = {
@@ -348,7 +373,7 @@ class JobTable:
             state = JobState.QUEUED
             fields |= {
                 "state": "queued",
-                "dq": pending_key(int(item["priority"])),
+                "dq": pending_key(task.priority),
                 "vm": None,
                 "started_at": None,
             }
@@ -359,16 +384,17 @@ class JobTable:
                 "finished_at": iso(utcnow()),
                 "result_key": outcome.result_key,
             }
-        if not self._transition(job_id, fields, _OWNED, _owned_values(attempt, vm)):
-            return None
-        self.events.append(
-            job_id,
+        event = self.events.item(
+            task.id,
             "retry" if retry else str(state),
-            attempt=attempt,
+            attempt=task.attempt,
             vm=vm,
             detail=_detail(outcome.reason, outcome.exit_code),
         )
-        return state
+        ok = self._transition(
+            task.id, fields, _OWNED, _owned_values(task.attempt, vm), [*events, event]
+        )
+        return state if ok else None
 
     # --- cancel and the reaper ----------------------------------------------------------------
 
@@ -379,16 +405,16 @@ class JobTable:
             {"state": "cancelled", "reason": "cancelled", "finished_at": iso(utcnow()), "dq": None},
             "#st = :queued",
             {":queued": to_value("queued")},
+            [self.events.item(job_id, "cancelled", detail="while queued")],
         ):
-            self.events.append(job_id, "cancelled", detail="while queued")
             return JobState.CANCELLED
         if self._transition(
             job_id,
             {"cancel_requested": True},
             "#st IN (:running, :saving)",
             {":running": to_value("running"), ":saving": to_value("saving")},
+            [self.events.item(job_id, "cancel_requested")],
         ):
-            self.events.append(job_id, "cancel_requested")
             return JobState.RUNNING
         return None
 
@@ -424,22 +450,20 @@ class JobTable:
             ":att": to_value(attempt),
             ":seq": to_value(lease_seq),
         }
-        if not self._transition(job_id, fields, condition, values):
-            return None
-        self.events.append(
-            job_id,
-            "cancelled" if state is JobState.CANCELLED else "lost",
-            attempt=attempt,
-            vm=item.get("vm"),
-            detail=detail,
-        )
-        return state
+        kind = "cancelled" if state is JobState.CANCELLED else "lost"
+        event = self.events.item(job_id, kind, attempt=attempt, vm=item.get("vm"), detail=detail)
+        return state if self._transition(job_id, fields, condition, values, [event]) else None
 
     def _transition(
-        self, job_id: str, fields: dict[str, Any], condition: str, values: dict[str, Any]
+        self,
+        job_id: str,
+        fields: dict[str, Any],
+        condition: str,
+        values: dict[str, Any],
+        events: Sequence[dict[str, Any]] = (),
     ) -> bool:
         """SET the fields that have a value and REMOVE those that are None, if the condition
-        holds. False if it did not."""
+        holds, and append the events in the same transaction. False if it did not hold."""
         sets, removes = [], []
         values = dict(values)
         for index, (name, value) in enumerate(fields.items()):
@@ -452,28 +476,35 @@ class JobTable:
         update = ("SET " + ", ".join(sets)) if sets else ""
         if removes:
             update += " REMOVE " + ", ".join(removes)
-        return self._try_update(job_id, update.strip(), condition, values, _names())
+        return self._write(job_id, update.strip(), condition, values, events)
 
-    def _try_update(
+    def _write(
         self,
         job_id: str,
         update: str,
         condition: str,
         values: dict[str, Any],
-        names: dict[str, str] | None,
+        events: Sequence[dict[str, Any]] = (),
     ) -> bool:
-        kwargs: dict[str, Any] = {
+        """One conditional update, with events in the same transaction when there are any."""
+        update_args: dict[str, Any] = {
             "TableName": self.table,
             "Key": {"id": to_value(job_id)},
             "UpdateExpression": update,
             "ConditionExpression": condition,
             "ExpressionAttributeValues": values,
         }
-        if names and "#st" in update + condition:
-            kwargs["ExpressionAttributeNames"] = names
+        if "#st" in update + condition:
+            update_args["ExpressionAttributeNames"] = _names()
         try:
             with translated(f"update job {job_id}"):
-                self._aws.ddb.update_item(**kwargs)
+                if events:
+                    puts = [{"Put": {"TableName": self.events.table, "Item": e}} for e in events]
+                    self._aws.ddb.transact_write_items(
+                        TransactItems=[{"Update": update_args}, *puts]
+                    )
+                else:
+                    self._aws.ddb.update_item(**update_args)
         except ConditionFailed:
             return False
         return True

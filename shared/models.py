@@ -220,6 +220,7 @@ class JobTask(Frozen):
     walltime: int | None = None
     outputs: tuple[str, ...] = ()
     sandbox_key: str  # S3 key of the content-addressed input sandbox
+    priority: int = 1
     attempt: int
     max_attempts: int
 

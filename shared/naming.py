@@ -52,6 +52,9 @@ def attempt_prefix(prefix: str, job_id: str, attempt: int) -> str:
     return f"{prefix}jobs/{job_id}/{attempt}/"
 
 
+RESULT_ARCHIVE = "result.tar.gz"  # stdout, stderr and the outputs of an attempt
+
+
 def agent_log_key(prefix: str, vm_id: str) -> str:
     return f"{prefix}logs/{vm_id}.log"
 

@@ -100,6 +100,22 @@ def extract(data: bytes | Path, dest: Path, limits: Limits = DEFAULT_LIMITS) -> 
         stream.close()
 
 
+def read_members(data: bytes, names: Iterable[str]) -> dict[str, bytes]:
+    """Read a few named regular files of an archive into memory (missing ones are empty)."""
+    wanted = set(names)
+    found = dict.fromkeys(wanted, b"")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+            for member in tar:
+                if member.name in wanted and member.isfile():
+                    source = tar.extractfile(member)
+                    if source is not None:
+                        found[member.name] = source.read()
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise SandboxError(f"result archive is unreadable: {err}") from None
+    return found
+
+
 def _checked(tar: tarfile.TarFile, limits: Limits) -> list[tarfile.TarInfo]:
     members: list[tarfile.TarInfo] = []
     total = 0
