@@ -174,7 +174,7 @@ class JobAgent:
         if now - self._last_fill < FILL_EVERY_S:
             return False
         self._last_fill = now
-        return self.dispatcher.fill() > 0
+        return self.dispatcher.fill(min_room=self.config.dispatch_window // 2) > 0
 
     def _drain_requested(self, fresh: bool) -> bool:
         """Whether to take no new job. An agent that just woke from its idle long poll reads

@@ -45,11 +45,13 @@ class Dispatcher:
         self._session = session
         self._config = session.info.config
 
-    def fill(self) -> int:
-        """Release messages for pending jobs until the window is full; returns how many."""
+    def fill(self, min_room: int = 1) -> int:
+        """Release messages for pending jobs until the window is full; returns how many.
+        Does nothing while fewer than `min_room` places are free (busy agents top up in
+        bulk, which keeps dispatchers from racing each other for the same jobs)."""
         in_window = self._session.jobs.count_sent()
         room = self._config.dispatch_window - in_window
-        if room <= 0:
+        if room < max(1, min_room):
             return 0
         now = utcnow()
         candidates: list[tuple[int, int, dict[str, Any]]] = []
@@ -97,7 +99,7 @@ class Dispatcher:
                         self._session.id,
                         item["id"],
                         int(item["attempt"]),
-                        int(item["task"].get("cores", 1)),
+                        int(item.get("cores", 1)),
                     ).encode(),
                 }
                 for i, item in enumerate(chunk)

@@ -9,6 +9,8 @@ lock, so a long poll never blocks other clients. `clobi local` and the tests use
 from __future__ import annotations
 
 import argparse
+import copy
+import cProfile
 import importlib
 import io
 import json
@@ -38,6 +40,10 @@ class SerializedApp:
         self._app = app
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        # CLOBI_ENDPOINT_PROFILE=FILE: profile request handling, written at shutdown.
+        self.profile: cProfile.Profile | None = (
+            cProfile.Profile() if os.environ.get("CLOBI_ENDPOINT_PROFILE") else None
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "").startswith(STATS_PATH):
@@ -64,6 +70,8 @@ class SerializedApp:
         env["wsgi.input"] = io.BytesIO(body)
         env["CONTENT_LENGTH"] = str(len(body))
         with self._lock:
+            if self.profile is not None:
+                self.profile.enable()
             result = self._app(env, capture)
             try:
                 payload = b"".join(result)
@@ -71,6 +79,8 @@ class SerializedApp:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+                if self.profile is not None:
+                    self.profile.disable()
         status, headers = captured
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(payload))))
@@ -160,6 +170,9 @@ def speed_up_moto() -> bool:
       it; the folders do not change while the server runs, so the answer is computed once.
     - `unix_time()` without an argument builds two datetimes per call, and SQS calls it for
       every message on every request; it equals `time.time()`.
+    - DynamoDB `TransactWriteItems` deep-copies every table it touches to be able to roll
+      back: O(table size) time and memory per transaction. We back up the touched items only,
+      and restore those on rollback.
     Returns whether they were applied (not for another major version of moto)."""
     import moto
     from moto import backends
@@ -187,8 +200,67 @@ def speed_up_moto() -> bool:
             if getattr(module, "unix_time_millis", None) is utils.unix_time_millis:
                 module.unix_time_millis = unix_time_millis
     utils.unix_time, utils.unix_time_millis = unix_time, unix_time_millis
+    _cheap_transaction_rollback()
     utils._clobi_tuned = True
     return True
+
+
+class _NoTableCopy:
+    """Stands in for the `copy` module inside moto's DynamoDB backend: tables are not copied
+    (the wrapper below backs up items instead); everything else is, as before."""
+
+    def __init__(self, table_type: type) -> None:
+        self._table_type = table_type
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        return value if isinstance(value, self._table_type) else copy.deepcopy(value, memo)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+
+def _cheap_transaction_rollback() -> None:
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    backend_type: Any = models.DynamoDBBackend
+    original = backend_type.transact_write_items
+    models_any: Any = models
+    models_any.copy = _NoTableCopy(Table)
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        backups = []
+        for entry in transact_items[:100]:
+            op_type, op = next(iter(entry.items()))
+            try:
+                table = self.get_table(op["TableName"])
+                key = (
+                    op["Key"]
+                    if op_type != "Put"
+                    else {
+                        name: op["Item"][name]
+                        for name in (table.hash_key_attr, table.range_key_attr)
+                        if name
+                    }
+                )
+                hash_key, range_key = self.get_keys_value(table, key)
+            except Exception:  # malformed: moto's own code reports it
+                continue
+            item = table.get_item(hash_key, range_key)
+            backups.append((table, hash_key, range_key, copy.deepcopy(item)))
+        try:
+            original(self, transact_items)
+        except Exception:
+            for table, hash_key, range_key, item in reversed(backups):
+                table.delete_item(hash_key, range_key)
+                if item is not None:
+                    if range_key is not None:
+                        table.items[hash_key][range_key] = item
+                    else:
+                        table.items[hash_key] = item
+            raise
+
+    backend_type.transact_write_items = transact_write_items
 
 
 def serve(host: str, port: int, ready_file: Path | None) -> None:
@@ -214,6 +286,9 @@ def serve(host: str, port: int, ready_file: Path | None) -> None:
         tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
         tmp.replace(ready_file)
     server.serve_forever()
+    app = server.app
+    if isinstance(app, SerializedApp) and app.profile is not None:
+        app.profile.dump_stats(os.environ["CLOBI_ENDPOINT_PROFILE"])
 
 
 def launch(

@@ -7,6 +7,7 @@ every later write of that attempt is conditioned on still owning it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +135,10 @@ class JobTable:
                 "attempt": 0,
                 "max_attempts": job.max_attempts,
                 "submitted_at": iso(utcnow()),
-                "task": job.task,
+                # A JSON string, not a map: the task is read whole and never queried, and a
+                # flat attribute is cheaper to store, copy and serialize.
+                "task": json.dumps(job.task, separators=(",", ":")),
+                "cores": int(job.task.get("cores", 1)),
                 "lease_seq": 0,
                 "dq": pending_key(job.priority),
                 "seq": job.seq,
@@ -232,25 +236,19 @@ class JobTable:
     # --- dispatch -----------------------------------------------------------------------------
 
     def mark_sent(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Take jobs out of the pending set to send their messages; returns those this caller
-        took (another dispatcher may have taken some). Transactions of 50, one by one on
-        contention."""
+        """Take jobs out of the pending set to send their messages, in transactions of 10;
+        returns those this caller took. A lost condition means another dispatcher is at the
+        same jobs right now: this one stops and leaves the rest to it (or the next fill)."""
         taken: list[dict[str, Any]] = []
-        for start in range(0, len(items), 50):
-            chunk = items[start : start + 50]
+        for start in range(0, len(items), 10):
+            chunk = items[start : start + 10]
             updates = [{"Update": self._sent_update(item)} for item in chunk]
             try:
                 with translated("dispatch jobs"):
                     self._aws.ddb.transact_write_items(TransactItems=updates)
-                taken.extend(chunk)
             except ConditionFailed:
-                for item, update in zip(chunk, updates, strict=True):
-                    try:
-                        with translated("dispatch job"):
-                            self._aws.ddb.update_item(**update["Update"])
-                        taken.append(item)
-                    except ConditionFailed:
-                        continue
+                break
+            taken.extend(chunk)
         return taken
 
     def _sent_update(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -321,7 +319,7 @@ class JobTable:
             priority=int(item["priority"]),
             attempt=int(item["attempt"]),
             max_attempts=int(item["max_attempts"]),
-            **item["task"],
+            **json.loads(item["task"]),
         )
 
     def started_event(self, task: JobTask, vm: str) -> dict[str, Any]:

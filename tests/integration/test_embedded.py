@@ -122,3 +122,47 @@ def test_a_long_poll_returns_as_soon_as_a_message_arrives(aws_endpoint: str) -> 
     poller.join()
     assert got[0][1] == 1
     assert got[0][0] < 5
+
+
+def test_a_failed_transaction_leaves_every_item_as_it_was(aws_endpoint: str) -> None:
+    """The embedded endpoint backs up only the touched items for rollback (a pinned moto
+    adjustment); a cancelled transaction must still change nothing."""
+    ddb = _client(aws_endpoint, "dynamodb")
+    ddb.create_table(
+        TableName="tx",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+    )
+    ddb.put_item(TableName="tx", Item={"id": {"S": "a"}, "n": {"N": "1"}})
+    ddb.put_item(TableName="tx", Item={"id": {"S": "b"}, "n": {"N": "1"}})
+    try:
+        ddb.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": "tx",
+                        "Key": {"id": {"S": "a"}},
+                        "UpdateExpression": "SET n = :two",
+                        "ExpressionAttributeValues": {":two": {"N": "2"}},
+                    }
+                },
+                {"Put": {"TableName": "tx", "Item": {"id": {"S": "new"}}}},
+                {
+                    "Update": {
+                        "TableName": "tx",
+                        "Key": {"id": {"S": "b"}},
+                        "UpdateExpression": "SET n = :two",
+                        "ConditionExpression": "n = :nine",
+                        "ExpressionAttributeValues": {":two": {"N": "2"}, ":nine": {"N": "9"}},
+                    }
+                },
+            ]
+        )
+    except ClientError as err:
+        assert err.response["Error"]["Code"] == "TransactionCanceledException"
+    else:
+        raise AssertionError("the transaction was meant to fail")
+    items = {i["id"]["S"]: i["n"]["N"] for i in ddb.scan(TableName="tx")["Items"] if "n" in i}
+    assert items == {"a": "1", "b": "1"}
+    assert "Item" not in ddb.get_item(TableName="tx", Key={"id": {"S": "new"}})
