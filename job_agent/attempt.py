@@ -18,6 +18,7 @@ from job_agent.runner import JobProcess, job_environment
 from job_agent.volumes import VolumeProvider
 from shared import naming, sandbox
 from shared.aws import translated
+from shared.dispatch import Dispatcher
 from shared.errors import ClobiError
 from shared.jobs import Outcome
 from shared.models import JobState, JobTask, Reason
@@ -121,6 +122,8 @@ class Attempt:
                     )
                 else:
                     log.info("job %s attempt %d: %s", self.task.id, self.task.attempt, state)
+                if state is JobState.QUEUED:  # a retry: release its message right away
+                    Dispatcher(self._session).fill()
         except Exception:
             # Nothing was recorded: the lease runs out and the reaper retries the job.
             log.exception("job %s attempt %d: agent error", self.task.id, self.task.attempt)
