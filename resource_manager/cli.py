@@ -8,15 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from resource_manager.autoscaler import SETTING, autoscale_enabled
 from resource_manager.drivers.local import session_root
 from resource_manager.headless import run_headless
 from resource_manager.lifecycle import cleanup_session, create_session
 from resource_manager.pool import Pool
+from resource_manager.simulate import POLICIES, read_trace, simulate
 from resource_manager.template import write_template
 from shared import endpoint, sessionfile
 from shared.cli import Progress, add_json, add_session, print_json, print_table
 from shared.config import load_session_config
 from shared.errors import ClobiError
+from shared.events import SESSION_KEY
 from shared.session import Session
 from shared.timeutil import iso
 
@@ -26,6 +29,7 @@ def register(commands: Any) -> None:
     _register_session(commands)
     _register_vm(commands)
     _register_rm(commands)
+    _register_autoscale(commands)
 
 
 def _register_rm(commands: Any) -> None:
@@ -276,4 +280,103 @@ def _vm_drain(args: argparse.Namespace) -> int:
 def _vm_kill(args: argparse.Namespace) -> int:
     for vm_id in _pool(args).kill(args.vms):
         print(f"{vm_id}: terminated")
+    return 0
+
+
+def _register_autoscale(commands: Any) -> None:
+    autoscale = commands.add_parser(
+        "autoscale",
+        help="the elastic pool policy of the session",
+        description="Switch the autoscaler of a session on or off (the Resource Manager "
+        "applies it), or show its policy and recent decisions.",
+    )
+    autoscale.add_argument("action", choices=["on", "off", "status"])
+    add_session(autoscale)
+    add_json(autoscale)
+    autoscale.set_defaults(func=_autoscale)
+    simulate_parser = commands.add_parser(
+        "simulate",
+        help="the autoscaling policy on a job trace, simulated clock",
+        description="Run the autoscaling policy of a session config against a job trace "
+        "(CSV: arrival_s,runtime_s,cores,priority) on a simulated clock, with no AWS; report "
+        "makespan, waits, VM-hours, cost and idle VM-hours, beside two naive baselines.",
+    )
+    simulate_parser.add_argument("--trace", type=Path, required=True, metavar="CSV")
+    simulate_parser.add_argument("--config", type=Path, required=True, metavar="CONFIG")
+    simulate_parser.add_argument(
+        "--policy",
+        choices=["clobi", "fixed", "per-job", "all"],
+        default="all",
+        help="which policy (default: clobi and both baselines)",
+    )
+    add_json(simulate_parser)
+    simulate_parser.set_defaults(func=_simulate)
+
+
+def _autoscale(args: argparse.Namespace) -> int:
+    pool = _pool(args)
+    if args.action in ("on", "off"):
+        pool.session.vms.set_setting(SETTING, args.action == "on")
+        pool.session.events.append(SESSION_KEY, "autoscale", detail=f"switched {args.action}")
+    config = pool.session.info.config.autoscale
+    recent = [e for e in pool.session.events.for_job(SESSION_KEY) if e.kind == "autoscale"]
+    status = {
+        "enabled": autoscale_enabled(pool),
+        **config.model_dump(exclude={"enabled"}),
+        "recent": [e.public() for e in recent[-10:]],
+    }
+    if args.json:
+        print_json(status)
+        return 0
+    print(
+        f"autoscale {'on' if status['enabled'] else 'off'}: idle_timeout_s="
+        f"{config.idle_timeout_s:g}, max_launches_per_min={config.max_launches_per_min}, "
+        f"budget_per_hour={config.budget_per_hour}, max_vm_lifetime_s={config.max_vm_lifetime_s}"
+    )
+    for event in recent[-10:]:
+        print(f"  {event.public()['at']}  {event.detail}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    config = load_session_config(args.config)
+    jobs = read_trace(args.trace)
+    names = list(POLICIES) if args.policy == "all" else [args.policy]
+    reports = {name: simulate(config, jobs, name) for name in names}
+    if args.json:
+        print_json(reports)
+        return 0
+    print_table(
+        [
+            "policy",
+            "jobs",
+            "makespan_h",
+            "mean_wait_s",
+            "p95_wait_s",
+            "vm_hours",
+            "idle_vm_h",
+            "cost",
+            "launches",
+        ],
+        [
+            [
+                name,
+                r["jobs"],
+                f"{r['makespan_s'] / 3600:.2f}",
+                f"{r['mean_wait_s']:.0f}",
+                f"{r['p95_wait_s']:.0f}",
+                f"{r['vm_hours']:.1f}",
+                f"{r['idle_vm_hours']:.1f}",
+                f"{r['cost']:.2f}",
+                r["launches"],
+            ]
+            for name, r in reports.items()
+        ],
+    )
+    for name, report in reports.items():
+        for cloud, figures in report["clouds"].items():
+            print(
+                f"  {name:<8} {cloud}: {figures['vms']} VMs, {figures['vm_hours']:.1f} "
+                f"VM-hours, cost {figures['cost']:.2f}, idle {figures['idle_vm_hours']:.1f} h"
+            )
     return 0

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+from resource_manager.autoscaler import Autoscaler
 from resource_manager.monitor import Monitor
 from resource_manager.pool import Pool
 
@@ -27,6 +28,7 @@ def run_headless(pool: Pool, interval_s: float | None = None) -> int:
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     monitor = Monitor(pool)
+    autoscaler = Autoscaler(pool, monitor)
     interval = interval_s or step_interval_s(pool.session.info.config.lease_s)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -36,8 +38,9 @@ def run_headless(pool: Pool, interval_s: float | None = None) -> int:
         began = time.monotonic()
         try:
             monitor.step(began)
+            autoscaler.step(time.time())
         except Exception:  # the loop outlives any single failure
-            log.exception("monitor step failed")
+            log.exception("resource manager step failed")
         stop.wait(max(0.0, interval - (time.monotonic() - began)))
     log.info("resource manager stopped; the session and its VMs keep running")
     return 0

@@ -34,6 +34,7 @@ class PoolSnapshot:
     jobs: Counter[str] = field(default_factory=Counter)
     queue_depths: dict[str, int] = field(default_factory=dict)
     decisions: list[str] = field(default_factory=list)
+    busy_cores: Counter[str] = field(default_factory=Counter)  # per VM, of running jobs
 
 
 class Monitor:
@@ -61,14 +62,14 @@ class Monitor:
         """One pass: VMs, leases, lost messages, the dispatch window. Returns its decisions."""
         decisions: list[str] = []
         vms = self._check_vms(now, decisions)
-        counts = self._reap(now, decisions)
+        counts, busy = self._reap(now, decisions)
         self._redispatch(now, decisions)
         sent = self.dispatcher.fill()
         if sent:
             decisions.append(f"released {sent} job messages into the queues")
         depths = self._queue_depths()
         with self.lock:
-            self.snapshot = PoolSnapshot(now, vms, counts, depths, decisions)
+            self.snapshot = PoolSnapshot(now, vms, counts, depths, decisions, busy)
         for decision in decisions:
             log.info("%s", decision)
         return decisions
@@ -147,12 +148,14 @@ class Monitor:
 
     # --- jobs -----------------------------------------------------------------------------
 
-    def _reap(self, now: float, decisions: list[str]) -> Counter[str]:
+    def _reap(self, now: float, decisions: list[str]) -> tuple[Counter[str], Counter[str]]:
         counts: Counter[str] = Counter()
+        busy: Counter[str] = Counter()
         live: set[str] = set()
         for state in (JobState.RUNNING, JobState.SAVING):
             for item in self.session.jobs.by_state(state):
                 counts[str(state)] += 1
+                busy[str(item.get("vm"))] += int(item.get("cores", 1))
                 job_id = item["id"]
                 live.add(job_id)
                 lease = (int(item["attempt"]), int(item.get("lease_seq", 0)))
@@ -172,7 +175,7 @@ class Monitor:
                     )
         for job_id in set(self._leases) - live:
             del self._leases[job_id]
-        return counts
+        return counts, busy
 
     def _redispatch(self, now: float, decisions: list[str]) -> None:
         current: set[str] = set()

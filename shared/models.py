@@ -45,6 +45,7 @@ class LocalCloud(Frozen):
     min_vms: Annotated[int, Field(ge=0)] = 0
     max_vms: Annotated[int, Field(ge=0)] = 4
     cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
+    boot_s: Annotated[float, Field(ge=0)] = 2.0  # how long a VM takes to come up (simulator)
 
 
 class Ec2Cloud(Frozen):
@@ -58,6 +59,7 @@ class Ec2Cloud(Frozen):
     min_vms: Annotated[int, Field(ge=0)] = 0
     max_vms: Annotated[int, Field(ge=0)] = 10
     cost_per_hour: Annotated[float, Field(ge=0)] = 0.1
+    boot_s: Annotated[float, Field(ge=0)] = 60.0
     spot: bool = False
     instance_profile: str | None = None
     subnet_id: str | None = None
@@ -67,6 +69,18 @@ class Ec2Cloud(Frozen):
 
 
 CloudConfig = Annotated[LocalCloud | Ec2Cloud, Field(discriminator="driver")]
+
+
+class AutoscaleConfig(Frozen):
+    """The elastic pool policy: follow the queue, fill the cheap cloud first, never waste."""
+
+    enabled: bool = False
+    idle_timeout_s: Annotated[float, Field(ge=0)] = 300.0
+    max_launches_per_min: Annotated[int, Field(ge=1)] = 20
+    budget_per_hour: Annotated[float, Field(gt=0)] | None = None
+    max_vm_lifetime_s: Annotated[float, Field(gt=0)] | None = None
+    launch_backoff_s: Annotated[float, Field(gt=0)] = 60.0
+    step_s: Annotated[float, Field(gt=0)] = 5.0
 
 
 class SessionConfig(Frozen):
@@ -89,6 +103,7 @@ class SessionConfig(Frozen):
     job_user: str | None = None
     releases: dict[str, ReleaseConfig] = {}
     clouds: tuple[CloudConfig, ...] = ()
+    autoscale: AutoscaleConfig = AutoscaleConfig()
 
     @field_validator("heartbeat_s")
     @classmethod

@@ -154,6 +154,20 @@ class VmTable:
             )
         return _record(from_item(out["Item"])) if "Item" in out else None
 
+    def setting(self, name: str) -> bool | None:
+        """A session-wide switch kept beside the VMs (item `@name`); None when never set."""
+        with translated(f"read setting {name}"):
+            out = self._aws.ddb.get_item(
+                TableName=self.table, Key={"id": to_value(f"@{name}")}, ConsistentRead=True
+            )
+        return bool(from_item(out["Item"]).get("value")) if "Item" in out else None
+
+    def set_setting(self, name: str, value: bool) -> None:
+        with translated(f"write setting {name}"):
+            self._aws.ddb.put_item(
+                TableName=self.table, Item=to_item({"id": f"@{name}", "value": value})
+            )
+
     def all(self) -> list[VmRecord]:
         """Every VM of the session (a scan: the registry holds a few hundred items at most)."""
         records: list[VmRecord] = []
@@ -161,7 +175,11 @@ class VmTable:
         while True:
             with translated("list VMs"):
                 page = self._aws.ddb.scan(**kwargs)
-            records.extend(_record(from_item(item)) for item in page.get("Items", []))
+            records.extend(
+                _record(raw)
+                for raw in map(from_item, page.get("Items", []))
+                if not str(raw["id"]).startswith("@")
+            )
             if "LastEvaluatedKey" not in page:
                 return sorted(records, key=lambda r: (r.started_at is None, r.started_at, r.id))
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
