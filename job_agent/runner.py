@@ -123,13 +123,16 @@ def job_processes(job_id: str, attempt: int | None = None) -> list[int]:
 
 
 def _identity(user: str | None, workdir: Path) -> dict[str, Any]:
-    """Run as an unprivileged user (when the agent is root): it gets the working directory."""
-    if user is None or os.geteuid() != 0:
+    """Run as an unprivileged user: it gets the working directory. The agent needs root or
+    CAP_SETUID/CAP_SETGID/CAP_CHOWN for this (vm-image's unit grants them)."""
+    if user is None:
         return {}
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
         raise ClobiError(f"job user {user!r} does not exist on this VM") from None
+    if entry.pw_uid == os.geteuid():
+        return {}
     for dirpath, _, filenames in os.walk(workdir):
         os.chown(dirpath, entry.pw_uid, entry.pw_gid)
         for name in filenames:

@@ -17,13 +17,24 @@ BOOTSTRAP_PATH = "/etc/clobi/bootstrap.json"
 TEMPLATE = """\
 #cloud-config
 # clobi VM {vm_id} of session {session_id}. No credentials here: IMDSv2 + instance profile.
+users:
+  - name: clobi
+    system: true
+    shell: /usr/sbin/nologin
+  - name: clobi-job
+    system: true
+    shell: /usr/sbin/nologin
 write_files:
   - path: {bootstrap_path}
     permissions: "0640"
     owner: root:root
+    defer: true
     encoding: gz+b64
     content: {bootstrap_b64}
 runcmd:
+  # jobs (run as clobi-job) cannot reach the instance metadata, hence not its credentials
+  - [iptables, -A, OUTPUT, -m, owner, --uid-owner, clobi-job, -d, 169.254.169.254, -j, REJECT]
+  - [chown, -R, "root:clobi", /etc/clobi]
   - [systemctl, enable, --now, clobi-agent.service]
 """
 

@@ -91,7 +91,11 @@ class Aws:
         if is_loopback(endpoint_url) and self._session.get_credentials() is None:
             kwargs["aws_access_key_id"] = _EMBEDDED_KEY
             kwargs["aws_secret_access_key"] = _EMBEDDED_KEY
-        return self._session.client(service, **kwargs)
+        client = self._session.client(service, **kwargs)
+        if service == "s3":  # the session bucket's policy denies unencrypted uploads
+            for operation in ("PutObject", "CreateMultipartUpload"):
+                client.meta.events.register(f"before-parameter-build.s3.{operation}", _encrypt)
+        return client
 
     @property
     def sqs(self) -> Any:
@@ -104,6 +108,10 @@ class Aws:
     @property
     def s3(self) -> Any:
         return self.client("s3")
+
+
+def _encrypt(params: dict[str, Any], **_: Any) -> None:
+    params.setdefault("ServerSideEncryption", "AES256")
 
 
 def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
