@@ -11,7 +11,7 @@ from typing import Any
 from shared import endpoint, naming, sessionfile
 from shared.aws import Aws, translated
 from shared.errors import AwsError, ConfigError
-from shared.jobs import DISPATCH_INDEX, STATE_INDEX
+from shared.jobs import DISPATCH_FIELDS, DISPATCH_INDEX, STATE_INDEX, STATUS_FIELDS
 from shared.models import SessionConfig, SessionInfo
 from shared.timeutil import utcnow
 
@@ -143,8 +143,9 @@ def _create_tables(aws: Aws, session_id: str, created: _Created) -> dict[str, st
             ],
             "KeySchema": [_key("id", "HASH")],
             "GlobalSecondaryIndexes": [
-                _index(STATE_INDEX, "state", "id"),
-                _index(DISPATCH_INDEX, "dq", "seq"),
+                # Status reads need the status fields only: smaller pages, fewer requests.
+                _index(STATE_INDEX, "state", "id", STATUS_FIELDS),
+                _index(DISPATCH_INDEX, "dq", "seq", DISPATCH_FIELDS),
             ],
         },
         "vms": {"AttributeDefinitions": [_attr("id", "S")], "KeySchema": [_key("id", "HASH")]},
@@ -175,11 +176,11 @@ def _key(name: str, kind: str) -> dict[str, str]:
     return {"AttributeName": name, "KeyType": kind}
 
 
-def _index(name: str, hash_key: str, range_key: str) -> dict[str, Any]:
+def _index(name: str, hash_key: str, range_key: str, fields: tuple[str, ...]) -> dict[str, Any]:
     return {
         "IndexName": name,
         "KeySchema": [_key(hash_key, "HASH"), _key(range_key, "RANGE")],
-        "Projection": {"ProjectionType": "ALL"},
+        "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(fields)},
     }
 
 

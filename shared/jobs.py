@@ -19,6 +19,24 @@ from shared.models import JobState, JobStatus, JobTask, Reason
 from shared.timeutil import iso, parse_iso, utcnow
 
 STATE_INDEX = "by_state"
+# What the indexes carry besides their keys: the status row, and what dispatch needs.
+STATUS_FIELDS = (
+    "name",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "exit_code",
+    "reason",
+    "vm",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "cancel_requested",
+    "result_key",
+    "lease_seq",
+    "cores",
+)
+DISPATCH_FIELDS = ("priority", "attempt", "submitted_at", "cores", "dispatched_at")
 DISPATCH_INDEX = "by_dispatch"
 SENT = "sent"
 _OWNED = "#st IN (:running, :saving) AND attempt = :att AND vm = :vm"
