@@ -34,6 +34,13 @@ class Autoscaler:
         self.config = pool.session.info.config
         self.policy = Policy(self.config.autoscale, self.config.clouds)
 
+    def set_max(self, cloud: str, max_vms: int) -> None:
+        """Change a cloud's max_vms for this Resource Manager's run."""
+        self.policy.clouds = tuple(
+            c.model_copy(update={"max_vms": max_vms}) if c.name == cloud else c
+            for c in self.policy.clouds
+        )
+
     def step(self, now: float) -> list[str]:
         """One decision round on wall-clock `now` (VM ages survive a restart). Returns what
         it did, as lines for the log."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from resource_manager.autoscaler import SETTING, autoscale_enabled
 from resource_manager.drivers.local import session_root
-from resource_manager.headless import run_headless
+from resource_manager.headless import run_headless, step_interval_s
 from resource_manager.lifecycle import cleanup_session, create_session
 from resource_manager.pool import Pool
 from resource_manager.simulate import POLICIES, read_trace, simulate
@@ -53,9 +53,18 @@ def _register_rm(commands: Any) -> None:
 
 def _rm(args: argparse.Namespace) -> int:
     pool = _pool(args)
-    if not args.headless:
-        raise ClobiError("the console is not built yet; run `clobi rm --headless`")
-    return run_headless(pool, args.interval)
+    if args.headless:
+        return run_headless(pool, args.interval)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise ClobiError("the console needs a terminal; use `clobi rm --headless`")
+    from resource_manager.console.app import Console
+
+    Console(pool, args.interval or step_interval_s(pool.session.info.config.lease_s)).run()
+    print(
+        f"console closed: session {pool.session.id} and its VMs keep running "
+        f"(`clobi rm` shows them again, `clobi session cleanup` ends them)"
+    )
+    return 0
 
 
 def _register_local(commands: Any) -> None:

@@ -6,7 +6,7 @@ import logging
 
 from resource_manager.drivers import CloudDriver, driver_for
 from shared import naming
-from shared.errors import ClobiError, ConfigError
+from shared.errors import ClobiError, ConfigError, DriverError
 from shared.events import SESSION_KEY
 from shared.models import Bootstrap, VmRecord, VmState
 from shared.session import Session
@@ -18,6 +18,7 @@ class Pool:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._drivers: dict[str, CloudDriver] = {}
+        self.max_vms: dict[str, int] = {}  # overrides of the config's, set in the console
 
     def driver(self, cloud: str) -> CloudDriver:
         if cloud not in self._drivers:
@@ -30,10 +31,11 @@ class Pool:
         """Launch `count` VMs in a cloud, within its max_vms; returns their ids."""
         config = self.session.info.config.cloud(cloud)
         live = [vm for vm in self.vms() if vm.cloud == cloud and vm.state in _LIVE]
-        if len(live) + count > config.max_vms:
+        max_vms = self.max_vms.get(cloud, config.max_vms)
+        if len(live) + count > max_vms:
             raise ConfigError(
                 f"cloud {cloud}: {len(live)} VMs live, max_vms is "
-                f"{config.max_vms}: cannot start {count} more"
+                f"{max_vms}: cannot start {count} more"
             )
         started = []
         for _ in range(count):
@@ -79,14 +81,21 @@ class Pool:
         return killed
 
     def terminate_all(self) -> int:
-        """Terminate every VM of every configured cloud (at session cleanup)."""
-        count = 0
+        """Terminate every VM of every configured cloud (at session cleanup). Every cloud is
+        tried; a cloud that fails is named in the DriverError raised at the end."""
+        count, failed = 0, []
         for cloud in self.session.info.config.clouds:
             driver = self.driver(cloud.name)
-            ids = [i.vm_id for i in driver.instances() if i.alive]
-            if ids:
-                driver.terminate(ids)
+            try:
+                ids = [i.vm_id for i in driver.instances() if i.alive]
+                if ids:
+                    driver.terminate(ids)
+            except ClobiError as err:
+                failed.append(f"{cloud.name}: {err}")
+                continue
             count += len(ids)
+        if failed:
+            raise DriverError("; ".join(failed))
         return count
 
 

@@ -14,6 +14,7 @@ from resource_manager.drivers.local import session_root
 from resource_manager.lifecycle import create_session
 from resource_manager.pool import Pool
 from shared import embedded
+from shared.errors import ClobiError
 from shared.models import LocalCloud, SessionConfig
 from shared.session import Session
 
@@ -74,7 +75,10 @@ def make_session(aws_endpoint: str) -> Iterator[Callable[..., Session]]:
 
     yield make
     for session in sessions:
-        Pool(session).terminate_all()
+        try:
+            Pool(session).terminate_all()
+        except ClobiError as err:  # a test's unreachable cloud: its local VMs are gone anyway
+            print(f"cleanup of {session.id}: {err}")
         for log in sorted(session_root(session.id).glob("*/console.log")):
             print(f"--- {log.parent.name} ---\n{log.read_text()[-4000:]}")
 
