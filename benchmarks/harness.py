@@ -18,6 +18,7 @@ from jobmgmt.client import JobClient
 from resource_manager.lifecycle import create_session
 from resource_manager.pool import Pool
 from shared import embedded
+from shared.jobs import pending_key
 from shared.models import JobState, LocalCloud, SessionConfig
 from shared.session import Session
 
@@ -95,15 +96,22 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.
         time.sleep(poll_s)
 
 
-def wait_all_done(client: JobClient, total: int, timeout_s: float) -> None:
-    """Wait until `total` jobs are finished, counting through the state index."""
+def wait_all_done(client: JobClient, timeout_s: float) -> None:
+    """Wait until no job is pending, dispatched or running. Asks only about what is left,
+    since counting the finished jobs would cost the endpoint more as they pile up (and so
+    distort what we measure)."""
+    jobs = client.session.jobs
+    config = client.session.info.config
 
     def done() -> bool:
-        jobs = client.session.jobs
-        finished = sum(
-            jobs.count_state(s) for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        if jobs.count_sent() or jobs.count_state(JobState.RUNNING):
+            return False
+        if jobs.count_state(JobState.SAVING):
+            return False
+        return not any(
+            next(jobs.by_dispatch(pending_key(p), limit=1), None)
+            for p in range(1, config.priorities + 1)
         )
-        return finished >= total
 
     wait_for(done, timeout_s, poll_s=1.0)
 

@@ -35,6 +35,7 @@ class PoolSnapshot:
     queue_depths: dict[str, int] = field(default_factory=dict)
     decisions: list[str] = field(default_factory=list)
     busy_cores: Counter[str] = field(default_factory=Counter)  # per VM, of running jobs
+    queue_in_flight: dict[str, int] = field(default_factory=dict)  # received, not deleted
 
 
 class Monitor:
@@ -67,9 +68,9 @@ class Monitor:
         sent = self.dispatcher.fill()
         if sent:
             decisions.append(f"released {sent} job messages into the queues")
-        depths = self._queue_depths()
+        depths, in_flight = self._queue_depths()
         with self.lock:
-            self.snapshot = PoolSnapshot(now, vms, counts, depths, decisions, busy)
+            self.snapshot = PoolSnapshot(now, vms, counts, depths, decisions, busy, in_flight)
         for decision in decisions:
             log.info("%s", decision)
         return decisions
@@ -198,14 +199,20 @@ class Monitor:
         for job_id in set(self._sent) - current:
             del self._sent[job_id]
 
-    def _queue_depths(self) -> dict[str, int]:
-        depths = {}
+    def _queue_depths(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Messages waiting and in flight per queue (for display only: -1 when unknown)."""
+        depths, in_flight = {}, {}
         for name, url in self.session.info.queue_urls.items():
             try:
                 attrs = self.session.aws.sqs.get_queue_attributes(
-                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+                    QueueUrl=url,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                    ],
                 )["Attributes"]
                 depths[name] = int(attrs["ApproximateNumberOfMessages"])
+                in_flight[name] = int(attrs["ApproximateNumberOfMessagesNotVisible"])
             except Exception:  # depths are for display only
-                depths[name] = -1
-        return depths
+                depths[name] = in_flight[name] = -1
+        return depths, in_flight

@@ -44,12 +44,11 @@ def vms_lines(state: ConsoleState, now: datetime, limit: int = 12) -> list[str]:
 
 
 def queues_lines(state: ConsoleState) -> list[str]:
-    depths = state.snapshot.queue_depths
+    depths, flight = state.snapshot.queue_depths, state.snapshot.queue_in_flight
     lanes = sorted((k for k in depths if k.startswith("p")), key=lambda k: -int(k[1:]))
-    lines = ["QUEUE  DEPTH"]
-    lines += [f"{lane:<6} {depths[lane]:>5}" for lane in lanes]
-    if "dlq" in depths:
-        lines.append(f"{'dlq':<6} {depths['dlq']:>5}")
+    lanes += ["dlq"] if "dlq" in depths else []
+    lines = ["QUEUE  DEPTH  FLIGHT"]
+    lines += [f"{lane:<6} {depths[lane]:>5}  {flight.get(lane, 0):>6}" for lane in lanes]
     return lines
 
 

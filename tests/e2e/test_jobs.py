@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,4 +159,3 @@ def test_vm_list_shows_running_vms_with_their_cores(make_session: Callable[..., 
     assert all(r["cores"] == 2 and r["cloud"] == "local" for r in rows)
     over = cli("vm", "start", "local", "-n", "3", "--session", session.id)
     assert over.code == 1 and "max_vms is 4" in over.err
-    json.dumps(rows)

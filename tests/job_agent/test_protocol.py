@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.drivers.local import LocalDriver
 from resource_manager.pool import Pool
+from shared.errors import ClobiError
 from shared.message import JobMessage
 from shared.models import JobState, LocalCloud, ReleaseConfig
 from shared.session import Session
@@ -333,3 +335,69 @@ def test_jobs_run_as_the_configured_unprivileged_user(
     row = client.wait([job], timeout=30)[0]
     assert row.state is JobState.SUCCEEDED, client.logs(job)
     assert client.logs(job)["stdout"] == "nobody\n"
+
+
+def test_kill_9_of_an_agent_retries_its_job_elsewhere_with_one_result(
+    tmp_path: Path,
+    make_session: Callable[..., Session],
+    resource_manager: Callable[[Session], Any],
+) -> None:
+    session = make_session(lease_s=4, heartbeat_s=0.5)
+    resource_manager(session)
+    pool = Pool(session)
+    client = JobClient(session)
+    (doomed,) = pool.start("local", 1)
+    job = client.submit(
+        JobSpec(
+            script=script(tmp_path, 'sleep 3\necho "attempt $CLOBI_ATTEMPT" > out.txt\n'),
+            outputs=("out.txt",),
+        )
+    )[0]
+    wait_until(lambda: job_processes(job, attempt=1), timeout=30, what="attempt 1 to run")
+    pid = LocalDriver(session.info, session.info.config.clouds[0]).agent_pid(doomed)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # the agent only: its job is orphaned, not killed
+    (survivor,) = pool.start("local", 1)
+    rows = client.wait([job], timeout=90)
+    assert (rows[0].state, rows[0].attempt, rows[0].vm) == (JobState.SUCCEEDED, 2, survivor)
+    events = client.events([job])
+    assert [e.kind for e in events if e.kind in ("succeeded", "failed")] == ["succeeded"]
+    assert any(e.kind == "lost" and e.detail and "expired" in e.detail for e in events)
+    wait_until(
+        lambda: not job_processes(job, attempt=1),
+        timeout=30,
+        what="the orphaned attempt to be killed with its VM",
+    )
+    out = client.fetch([job], tmp_path / "results")[0]
+    assert (out / "out.txt").read_text() == "attempt 2\n"
+
+
+def test_fetch_refuses_an_output_sandbox_with_a_link_or_dot_dot_and_writes_nothing_outside(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    import io
+
+    session = make_session()
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    job = client.submit(JobSpec(script=script(tmp_path, "true\n")))[0]
+    row = client.wait([job], timeout=30)[0]
+    assert row.result_key
+    for member in ("link", "../../evil"):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            info = tarfile.TarInfo(member)
+            if member == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = 4
+                tar.addfile(info, io.BytesIO(b"evil"))
+        session.aws.s3.put_object(
+            Bucket=session.info.bucket, Key=row.result_key, Body=buffer.getvalue()
+        )
+        dest = tmp_path / "deep" / "er" / "dest"
+        with pytest.raises(ClobiError, match=re.escape(f"job {job}: sandbox member '{member}'")):
+            client.fetch([job], dest)
+        assert not (tmp_path / "deep" / "evil").exists()
+        assert not (dest / job / "link").exists()
