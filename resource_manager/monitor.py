@@ -36,6 +36,7 @@ class PoolSnapshot:
     decisions: list[str] = field(default_factory=list)
     busy_cores: Counter[str] = field(default_factory=Counter)  # per VM, of running jobs
     queue_in_flight: dict[str, int] = field(default_factory=dict)  # received, not deleted
+    running: dict[str, str] = field(default_factory=dict)  # running job id -> its VM
 
 
 class Monitor:
@@ -58,6 +59,7 @@ class Monitor:
         self._leases: dict[str, tuple[Any, float]] = {}
         self._vm_beats: dict[str, tuple[Any, float]] = {}
         self._sent: dict[str, tuple[Any, float]] = {}
+        self._running: dict[str, str] = {}
 
     def step(self, now: float) -> list[str]:
         """One pass: VMs, leases, lost messages, the dispatch window. Returns its decisions."""
@@ -70,7 +72,9 @@ class Monitor:
             decisions.append(f"released {sent} job messages into the queues")
         depths, in_flight = self._queue_depths()
         with self.lock:
-            self.snapshot = PoolSnapshot(now, vms, counts, depths, decisions, busy, in_flight)
+            self.snapshot = PoolSnapshot(
+                now, vms, counts, depths, decisions, busy, in_flight, self._running
+            )
         for decision in decisions:
             log.info("%s", decision)
         return decisions
@@ -152,11 +156,13 @@ class Monitor:
     def _reap(self, now: float, decisions: list[str]) -> tuple[Counter[str], Counter[str]]:
         counts: Counter[str] = Counter()
         busy: Counter[str] = Counter()
+        running: dict[str, str] = {}
         live: set[str] = set()
         for state in (JobState.RUNNING, JobState.SAVING):
             for item in self.session.jobs.by_state(state):
                 counts[str(state)] += 1
                 busy[str(item.get("vm"))] += int(item.get("cores", 1))
+                running[item["id"]] = str(item.get("vm"))
                 job_id = item["id"]
                 live.add(job_id)
                 lease = (int(item["attempt"]), int(item.get("lease_seq", 0)))
@@ -176,6 +182,7 @@ class Monitor:
                     )
         for job_id in set(self._leases) - live:
             del self._leases[job_id]
+        self._running = running
         return counts, busy
 
     def _redispatch(self, now: float, decisions: list[str]) -> None:

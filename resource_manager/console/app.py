@@ -126,6 +126,7 @@ class Console:
         self.queues = urwid.Text("", wrap="clip")
         self.jobs = urwid.Text("", wrap="clip")
         self.vms = urwid.Text("", wrap="clip")
+        self.recent = urwid.Text("", wrap="clip")
         self.log = urwid.Text("", wrap="clip")
         self.prompt = CommandLine(self)
         left = urwid.Pile(
@@ -136,7 +137,10 @@ class Console:
                 ),
             ]
         )
-        top = urwid.Columns([("weight", 1, left), ("weight", 1, urwid.LineBox(self.vms, "VMs"))])
+        right = urwid.Pile(
+            [urwid.LineBox(self.vms, "VMs"), urwid.LineBox(self.recent, "recent jobs")]
+        )
+        top = urwid.Columns([("weight", 1, left), ("weight", 1, right)])
         body = urwid.Pile([("pack", top), urwid.LineBox(urwid.Filler(self.log, "bottom"), "log")])
         self.frame = urwid.Frame(
             body,
@@ -155,7 +159,8 @@ class Console:
         )
         self.queues.set_text("\n".join(views.queues_lines(state)))
         self.jobs.set_text("\n".join(views.jobs_lines(state)))
-        self.vms.set_text("\n".join(views.vms_lines(state, utcnow())))
+        self.vms.set_text("\n".join(views.vms_lines(state, utcnow(), limit=6)))
+        self.recent.set_text("\n".join(views.recent_lines(state, 4)))
         self.log.set_text("\n".join(state.copy_log(40)))
         if self.confirming is not None:
             self.prompt.set_caption(("prompt", f"kill {' '.join(self.confirming.vms)}? (y/n) "))
@@ -219,7 +224,21 @@ class Console:
             except OSError:
                 pass
 
+    def _note_transitions(self, before: dict[str, str], now: dict[str, str]) -> None:
+        """Recent job transitions, from what started and stopped running since the last step
+        (a job shorter than a step shows in the counts only)."""
+        stamp = time.strftime("%H:%M:%S")
+        lines = [f"{stamp} {job} running {vm}" for job, vm in now.items() if job not in before]
+        ended = [job for job in before if job not in now]
+        for job, item in self.pool.session.jobs.get_many(ended).items():
+            code = item.get("exit_code")
+            failed = f" exit {code}" if code not in (None, 0) else ""
+            lines.append(f"{stamp} {job} {item['state']}{failed} {before[job]}")
+        with self.state.lock:
+            self.state.recent.extend(lines)
+
     def _monitor_loop(self) -> None:
+        previous: dict[str, str] = {}
         while not self.stopping.is_set():
             began = time.monotonic()
             self._busy_since["monitor"] = began
@@ -234,6 +253,8 @@ class Console:
                     self.state.autoscale = enabled
                 for line in decisions:
                     self.state.add_log(line)
+                self._note_transitions(previous, self.monitor.snapshot.running)
+                previous = dict(self.monitor.snapshot.running)
             except Exception as err:  # the loop outlives any single failure
                 self.state.add_log(f"monitor: {type(err).__name__}: {err}")
             finally:

@@ -17,6 +17,7 @@ class ConsoleState:
     autoscale: bool = False
     log: deque[str] = field(default_factory=lambda: deque(maxlen=200))
     busy: str = ""  # the command being carried out, if any
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=50))  # job transitions
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_log(self, line: str) -> None:

@@ -59,6 +59,13 @@ def jobs_lines(state: ConsoleState) -> list[str]:
     return lines
 
 
+def recent_lines(state: ConsoleState, count: int) -> list[str]:
+    """The last job transitions, newest last (padded so the pane keeps its height)."""
+    with state.lock:
+        lines = list(state.recent)[-count:]
+    return lines + [""] * (count - len(lines)) if lines else ["(none yet)"] + [""] * (count - 1)
+
+
 def header(state: ConsoleState) -> str:
     busy = f"  [{state.busy}]" if state.busy else ""
     return (

@@ -113,6 +113,9 @@ def test_views_render_the_pool_from_a_state_object() -> None:
     ]
     assert "queued          7" in views.jobs_lines(state)
     assert "autoscale off" in views.header(state)
+    assert views.recent_lines(state, 2) == ["(none yet)", ""]
+    state.recent.extend(["t1 a.0 started on vm-1", "t2 a.0 succeeded (exit 0) on vm-1"])
+    assert views.recent_lines(state, 2)[1] == "t2 a.0 succeeded (exit 0) on vm-1"
 
 
 def _screen(name: str) -> str:
@@ -162,13 +165,24 @@ def test_the_console_in_a_terminal_starts_vms_runs_jobs_drains_and_quits(
         )
         assert time.monotonic() - began < 30
         script = tmp_path / "job.sh"
-        script.write_text("sleep 0.5\n")
+        script.write_text("sleep 2\n")
         JobClient(session).submit(JobSpec(script=str(script), count=4))
         wait_until(
             lambda: "succeeded       4" in _screen(name),
             timeout=60,
             what="four succeeded jobs on screen",
         )
+        wait_until(
+            lambda: "succeeded vm-local-" in _screen(name),
+            timeout=10,
+            what="recent transitions in their pane",
+        )
+        began = time.monotonic()
+        subprocess.run(["tmux", "send-keys", "-t", name, "?"], check=True)
+        wait_until(
+            lambda: "soft kill: finish jobs" in _screen(name), timeout=5, interval=0.01, what="help"
+        )
+        print(f"key to screen: {1000 * (time.monotonic() - began):.0f} ms (tmux polling included)")
         vm = sorted(v.id for v in session.vms.all())[0]
         subprocess.run(["tmux", "send-keys", "-t", name, "d", vm, "Enter"], check=True)
         wait_until(lambda: f"draining {vm}" in _screen(name), timeout=10, what="the drain")
@@ -236,9 +250,12 @@ def test_a_hanging_cloud_call_is_reported_and_keys_still_answer(
         wait_until(
             lambda: "soft kill: finish jobs" in _screen(name),
             timeout=5,
+            interval=0.01,
             what="the help to answer while the call hangs",
         )
-        assert time.monotonic() - began < 2
+        answered_ms = 1000 * (time.monotonic() - began)
+        print(f"key to screen while a cloud call hangs: {answered_ms:.0f} ms")
+        assert answered_ms < 1000
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
         hole.close()
