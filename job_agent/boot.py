@@ -10,6 +10,7 @@ import pydantic
 
 from shared.errors import ConfigError
 from shared.models import Bootstrap
+from shared.userdata import bootstrap_of
 
 IMDS_DEFAULT = "http://169.254.169.254"
 
@@ -74,17 +75,11 @@ def load_bootstrap(path: Path | None) -> Bootstrap:
 
 
 def extract_bootstrap(user_data: str) -> str:
-    """User-data is the bootstrap JSON itself, or cloud-config carrying it in a marked file."""
+    """User-data is the bootstrap JSON itself, or the cloud-config the EC2 driver renders."""
     text = user_data.strip()
     if text.startswith("{"):
         return text
-    marker = "CLOBI-BOOTSTRAP"
-    if marker in text:
-        return (
-            text.split(f"BEGIN {marker}", 1)[1]
-            .split(f"END {marker}", 1)[0]
-            .strip()
-            .strip("#")
-            .strip()
-        )
-    raise ConfigError("user-data holds no clobi bootstrap")
+    try:
+        return bootstrap_of(text).model_dump_json()
+    except ValueError:
+        raise ConfigError("user-data holds no clobi bootstrap") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from job_agent.agent import JobAgent
-from job_agent.boot import load_bootstrap
+from job_agent.boot import IMDS_DEFAULT, imds_endpoint, load_bootstrap
 from shared.home import clobi_home
 from shared.models import Reason
 
@@ -69,7 +69,7 @@ def _power_off(on_ec2: bool) -> Callable[[], None]:
 
     def off() -> None:
         logging.shutdown()
-        if on_ec2:
+        if on_ec2 and imds_endpoint() == IMDS_DEFAULT:  # not with a test's fake metadata
             subprocess.run(["shutdown", "-h", "now"], check=False)
         os._exit(0)
 

@@ -13,11 +13,11 @@ import time
 from typing import Any
 
 from resource_manager.drivers.base import CloudDriver, Instance
-from resource_manager.userdata import render
 from shared.aws import Aws, translated
 from shared.errors import AwsError, DriverError
 from shared.models import Bootstrap, Ec2Cloud, SessionInfo
 from shared.naming import TAG_SESSION, TAG_VM
+from shared.userdata import render
 
 log = logging.getLogger(__name__)
 LIVE_STATES = ("pending", "running")

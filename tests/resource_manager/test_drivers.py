@@ -12,10 +12,10 @@ from botocore.exceptions import ConnectionClosedError
 
 from resource_manager.drivers import CloudDriver, driver_for
 from resource_manager.drivers.ec2 import Ec2Driver, client_token
-from resource_manager.userdata import bootstrap_of
 from shared import naming
 from shared.models import Bootstrap, Ec2Cloud, LocalCloud
 from shared.session import Session
+from shared.userdata import bootstrap_of
 
 EC2 = Ec2Cloud(
     name="aws", driver="ec2", ami="ami-12c6146b", instance_profile="clobi-agent", spot=True

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resource_manager.userdata import bootstrap_of, render
 from shared.models import Bootstrap, Ec2Cloud
 from shared.session import Session
+from shared.userdata import bootstrap_of, render
 
 IMAGE = Path(__file__).resolve().parents[2] / "vm-image"
 

@@ -1,0 +1,109 @@
+"""An agent with no arguments boots from EC2 user-data served by a fake IMDSv2 server, runs a
+job, and drains when the metadata announces a spot interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from jobmgmt import JobSpec
+from jobmgmt.client import JobClient
+from shared.models import Bootstrap, Ec2Cloud, JobState, VmState
+from shared.session import Session
+from shared.userdata import render
+
+TOKEN = "fake-imds-token"
+
+
+class FakeImds(ThreadingHTTPServer):
+    user_data = ""
+    interrupted = False
+    refused = 0  # requests without a token (IMDSv1): refused, and counted
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeImds
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_PUT(self) -> None:
+        if self.path == "/latest/api/token" and self.headers.get(
+            "X-aws-ec2-metadata-token-ttl-seconds"
+        ):
+            self._reply(200, TOKEN)
+        else:
+            self._reply(400, "")
+
+    def do_GET(self) -> None:
+        if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
+            self.server.refused += 1
+            self._reply(401, "")
+        elif self.path == "/latest/user-data":
+            self._reply(200, self.server.user_data)
+        elif self.path == "/latest/meta-data/spot/instance-action" and self.server.interrupted:
+            self._reply(200, json.dumps({"action": "terminate", "time": "2026-11-22T06:00:00Z"}))
+        else:
+            self._reply(404, "")
+
+    def _reply(self, code: int, body: str) -> None:
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def imds() -> Iterator[FakeImds]:
+    server = FakeImds(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def test_an_agent_boots_from_user_data_runs_a_job_and_drains_on_spot_interruption(
+    tmp_path: Path, imds: FakeImds, make_session: Callable[..., Session]
+) -> None:
+    cloud = Ec2Cloud(name="aws", driver="ec2", ami="ami-1", cores_per_vm=1)
+    session = make_session(clouds=(cloud,), heartbeat_s=0.5)
+    boot = Bootstrap(vm_id="vm-aws-boot01", cloud="aws", cores=1, session=session.info)
+    imds.user_data = render(boot)
+    env = dict(os.environ, AWS_EC2_METADATA_SERVICE_ENDPOINT=f"http://127.0.0.1:{imds.server_port}")
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "clobi", "agent", "--workdir", str(tmp_path / "vm")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        script = tmp_path / "job.sh"
+        script.write_text("echo booted from user-data\n")
+        client = JobClient(session)
+        job = client.submit(JobSpec(script=str(script)))[0]
+        row = client.wait([job], timeout=60)[0]
+        assert (row.state, row.vm) == (JobState.SUCCEEDED, boot.vm_id)
+        assert client.logs(job)["stdout"] == "booted from user-data\n"
+        record = session.vms.get(boot.vm_id)
+        assert record is not None and record.state is VmState.RUNNING
+        imds.interrupted = True
+        assert agent.wait(timeout=30) == 0, "a drained agent powers off"
+        record = session.vms.get(boot.vm_id)
+        assert record is not None and record.state is VmState.STOPPED and record.drain
+        assert imds.refused == 0, "every metadata request carried an IMDSv2 token"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        output = agent.communicate()[0]
+        print(output[-3000:])
+    assert "spot interruption notice: draining" in output
