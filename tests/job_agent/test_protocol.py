@@ -87,6 +87,19 @@ def test_cancel_of_a_queued_job_is_immediate_and_final(
     assert client.cancel([job]) == {job: "finished"}
 
 
+def _one_job_running(
+    tmp_path: Path, session: Session, pool: Pool, client: JobClient, sleep_s: int
+) -> tuple[str, int]:
+    """One VM running one job that writes its attempt number: (job, the VM's agent pid)."""
+    (vm,) = pool.start("local", 1)
+    body = f'sleep {sleep_s}\necho "attempt $CLOBI_ATTEMPT" > out.txt\n'
+    job = client.submit(JobSpec(script=script(tmp_path, body), outputs=("out.txt",)))[0]
+    wait_until(lambda: job_processes(job, attempt=1), timeout=30, what="attempt 1 to run")
+    pid = LocalDriver(session.info, session.info.config.clouds[0]).agent_pid(vm)
+    assert pid is not None
+    return job, pid
+
+
 def test_an_agent_frozen_past_its_lease_kills_its_job_and_records_nothing(
     tmp_path: Path,
     make_session: Callable[..., Session],
@@ -94,18 +107,8 @@ def test_an_agent_frozen_past_its_lease_kills_its_job_and_records_nothing(
 ) -> None:
     session = make_session(lease_s=4, heartbeat_s=0.5)
     resource_manager(session)
-    pool = Pool(session)
-    client = JobClient(session)
-    (frozen,) = pool.start("local", 1)
-    job = client.submit(
-        JobSpec(
-            script=script(tmp_path, 'sleep 6\necho "attempt $CLOBI_ATTEMPT" > out.txt\n'),
-            outputs=("out.txt",),
-        )
-    )[0]
-    wait_until(lambda: job_processes(job, attempt=1), timeout=30, what="attempt 1 to run")
-    pid = LocalDriver(session.info, session.info.config.clouds[0]).agent_pid(frozen)
-    assert pid is not None
+    pool, client = Pool(session), JobClient(session)
+    job, pid = _one_job_running(tmp_path, session, pool, client, sleep_s=6)
     os.kill(pid, signal.SIGSTOP)
     try:
         (healthy,) = pool.start("local", 1)
@@ -344,18 +347,8 @@ def test_kill_9_of_an_agent_retries_its_job_elsewhere_with_one_result(
 ) -> None:
     session = make_session(lease_s=4, heartbeat_s=0.5)
     resource_manager(session)
-    pool = Pool(session)
-    client = JobClient(session)
-    (doomed,) = pool.start("local", 1)
-    job = client.submit(
-        JobSpec(
-            script=script(tmp_path, 'sleep 3\necho "attempt $CLOBI_ATTEMPT" > out.txt\n'),
-            outputs=("out.txt",),
-        )
-    )[0]
-    wait_until(lambda: job_processes(job, attempt=1), timeout=30, what="attempt 1 to run")
-    pid = LocalDriver(session.info, session.info.config.clouds[0]).agent_pid(doomed)
-    assert pid is not None
+    pool, client = Pool(session), JobClient(session)
+    job, pid = _one_job_running(tmp_path, session, pool, client, sleep_s=3)
     os.kill(pid, signal.SIGKILL)  # the agent only: its job is orphaned, not killed
     (survivor,) = pool.start("local", 1)
     rows = client.wait([job], timeout=90)
