@@ -200,20 +200,7 @@ class JobClient:
     def cancel(self, ids: Iterable[str]) -> dict[str, str]:
         """Cancel jobs: queued ones at once, running ones through their agent (seconds).
         Returns, per job, `cancelled`, `cancelling` or `finished` (too late)."""
-        result = {}
-        for job_id in ids:
-            state = self._jobs.cancel(job_id)
-            if state is JobState.CANCELLED:
-                result[job_id] = "cancelled"
-            elif state is JobState.RUNNING:
-                vm = self._jobs.get(job_id).get("vm")
-                if vm:
-                    self.session.vms.request_cancel(vm, job_id)
-                result[job_id] = "cancelling"
-            else:
-                self._jobs.get(job_id)  # raises JobNotFound for an unknown id
-                result[job_id] = "finished"
-        return result
+        return {job_id: self.session.cancel(job_id) for job_id in ids}
 
     def fetch(
         self,

@@ -7,7 +7,7 @@ from functools import cached_property
 from shared.aws import Aws
 from shared.events import EventLog
 from shared.jobs import JobTable
-from shared.models import SessionInfo
+from shared.models import JobState, SessionInfo
 from shared.vms import VmTable
 
 
@@ -31,3 +31,18 @@ class Session:
     @cached_property
     def vms(self) -> VmTable:
         return VmTable(self.aws, self.info.tables["vms"])
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel one job: a queued one at once, a running one through its agent's next VM
+        heartbeat. Returns `cancelled`, `cancelling` or `finished` (too late); raises
+        JobNotFound for an unknown id."""
+        state = self.jobs.cancel(job_id)
+        if state is JobState.CANCELLED:
+            return "cancelled"
+        if state is JobState.RUNNING:
+            vm = self.jobs.get(job_id).get("vm")
+            if vm:
+                self.vms.request_cancel(vm, job_id)
+            return "cancelling"
+        self.jobs.get(job_id)  # raises JobNotFound for an unknown id
+        return "finished"

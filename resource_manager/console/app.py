@@ -300,14 +300,8 @@ class Console:
             self.autoscaler.set_max(command.cloud, command.max_vms)
             return f"{command.cloud}: max_vms {command.max_vms} (for this console)"
         if isinstance(command, Cancel):
-            jobs = pool.session.jobs
-            done = {job: jobs.cancel(job) for job in command.jobs}
-            for job, state in done.items():
-                if state is JobState.RUNNING:
-                    vm = jobs.get(job).get("vm")
-                    if vm:
-                        pool.session.vms.request_cancel(vm, job)
-            return "cancel: " + ", ".join(f"{j} {s or 'finished'}" for j, s in done.items())
+            done = {job: pool.session.cancel(job) for job in command.jobs}
+            return "cancel: " + ", ".join(f"{job} {what}" for job, what in done.items())
         return f"nothing to do for {command}"
 
     # --- run ----------------------------------------------------------------------------
