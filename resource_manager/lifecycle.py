@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from resource_manager.wheel import upload_wheel
 from shared import endpoint, naming, sessionfile
 from shared.aws import Aws, translated
 from shared.errors import AwsError, ConfigError
@@ -48,7 +49,10 @@ def create_session(config: SessionConfig, report: Report = _quiet) -> SessionInf
         tables = _create_tables(aws, session_id, created)
         report("tables " + ", ".join(tables.values()))
         releases = _upload_releases(aws, config, prefix, report)
-    except (AwsError, OSError):
+        agent_wheel = upload_wheel(aws, config, prefix)
+        if agent_wheel:
+            report(f"wheel {agent_wheel.filename} uploaded (sha256 {agent_wheel.sha256[:12]}...)")
+    except (AwsError, ConfigError, OSError):
         created.remove()
         raise
     info = SessionInfo(
@@ -61,6 +65,7 @@ def create_session(config: SessionConfig, report: Report = _quiet) -> SessionInf
         queue_urls=queue_urls,
         tables=tables,
         releases=releases,
+        agent_wheel=agent_wheel,
         config=config,
     )
     sessionfile.save(info)

@@ -66,6 +66,14 @@ class Ec2Cloud(Frozen):
     security_group_ids: tuple[str, ...] = ()
     region: str | None = None
     endpoint_url: str | None = None
+    install: Literal["image", "wheel"] = Field(
+        default="image",
+        description="image: the AMI has clobi (vm-image/clobi.pkr.hcl); wheel: cloud-init installs "
+        "it at boot from a wheel the session uploads to S3, pinned by its sha256",
+    )
+    wheel: str | None = Field(
+        default=None, description="the wheel to upload for install = 'wheel' (default: built)"
+    )
 
 
 CloudConfig = Annotated[LocalCloud | Ec2Cloud, Field(discriminator="driver")]
@@ -126,6 +134,14 @@ class SessionConfig(Frozen):
 # --- the session file --------------------------------------------------------------------------
 
 
+class AgentWheel(Frozen):
+    """The clobi wheel a session uploaded for VMs that install clobi at boot."""
+
+    key: str
+    filename: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class SessionInfo(Frozen):
     """What a client or agent needs to reach a session. Holds no credentials."""
 
@@ -138,6 +154,7 @@ class SessionInfo(Frozen):
     queue_urls: dict[str, str]  # "p1".."pN" and "dlq"
     tables: dict[str, str]  # "jobs", "vms", "events"
     releases: dict[str, str] = {}  # release name -> S3 key (dir volumes)
+    agent_wheel: AgentWheel | None = None
     config: SessionConfig
 
     def queue_url(self, priority: int) -> str:

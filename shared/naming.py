@@ -42,6 +42,11 @@ def release_key(prefix: str, release: str, image: bool = False) -> str:
     return f"{prefix}releases/{release}{IMAGE_SUFFIX if image else '.tar.gz'}"
 
 
+def wheel_key(prefix: str, filename: str) -> str:
+    """The clobi wheel VMs install at boot when their cloud says `install = "wheel"`."""
+    return f"{prefix}dist/{filename}"
+
+
 def sandbox_key(prefix: str, digest: str) -> str:
     """Input sandboxes are content-addressed: identical archives are stored once."""
     return f"{prefix}sandboxes/{digest}.tar.gz"

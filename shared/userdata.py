@@ -1,7 +1,10 @@
 """EC2 user-data: cloud-config that writes the agent's bootstrap and starts the agent service.
 
 The bootstrap names the session, the VM and the endpoints; it never holds a credential: the
-agent gets its AWS access from the instance profile through IMDSv2.
+agent gets its AWS access from the instance profile through IMDSv2. When the session uploaded a
+clobi wheel (a cloud with `install = "wheel"`), the user-data also installs clobi into
+/opt/clobi from that wheel, refusing it unless its sha256 is the pinned one
+(`shared/install_clobi.py`); otherwise the image has clobi already (vm-image/clobi.pkr.hcl).
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from pathlib import Path
 
 from shared.models import Bootstrap
 
 BOOTSTRAP_PATH = "/etc/clobi/bootstrap.json"
+INSTALLER_PATH = "/etc/clobi/install_clobi.py"
+INSTALLER = Path(__file__).with_name("install_clobi.py")
 
 TEMPLATE = """\
 #cloud-config
@@ -31,31 +37,58 @@ write_files:
     defer: true
     encoding: gz+b64
     content: {bootstrap_b64}
-runcmd:
+{install_files}runcmd:
   # jobs (run as clobi-job) cannot reach the instance metadata, hence not its credentials
   - [iptables, -A, OUTPUT, -m, owner, --uid-owner, clobi-job, -d, 169.254.169.254, -j, REJECT]
   - [chown, -R, "root:clobi", /etc/clobi]
-  - [systemctl, enable, --now, clobi-agent.service]
+{install_commands}  - [systemctl, enable, --now, clobi-agent.service]
+"""
+
+INSTALL_FILES = """\
+  - path: {installer_path}
+    permissions: "0644"
+    owner: root:root
+    encoding: gz+b64
+    content: {installer_b64}
+"""
+
+# boto3 first (the installer fetches the wheel with the instance profile), then the pinned wheel.
+INSTALL_COMMANDS = """\
+  - [python3, -m, venv, /opt/clobi]
+  - [/opt/clobi/bin/pip, install, -q, --no-input, boto3]
+  - [/opt/clobi/bin/python, {installer_path}, --bootstrap, {bootstrap_path}]
+  - [systemctl, daemon-reload]
 """
 
 
 def render(bootstrap: Bootstrap) -> str:
-    """The user-data of one VM (the image has clobi and its agent unit installed)."""
+    """The user-data of one VM."""
     document = json.dumps(json.loads(bootstrap.model_dump_json()), separators=(",", ":"))
-    packed = base64.b64encode(gzip.compress(document.encode(), mtime=0)).decode()
+    install_files = install_commands = ""
+    if bootstrap.session.agent_wheel is not None:
+        paths = {"installer_path": INSTALLER_PATH, "bootstrap_path": BOOTSTRAP_PATH}
+        install_files = INSTALL_FILES.format(installer_b64=_packed(INSTALLER.read_text()), **paths)
+        install_commands = INSTALL_COMMANDS.format(**paths)
     return TEMPLATE.format(
         vm_id=bootstrap.vm_id,
         session_id=bootstrap.session.id,
         bootstrap_path=BOOTSTRAP_PATH,
-        bootstrap_b64=packed,
+        bootstrap_b64=_packed(document),
+        install_files=install_files,
+        install_commands=install_commands,
     )
+
+
+def _packed(text: str) -> str:
+    return base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
 
 
 def bootstrap_of(user_data: str) -> Bootstrap:
     """Read the bootstrap back out of rendered user-data (what the agent does at boot)."""
-    for line in user_data.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("content: "):
-            raw = gzip.decompress(base64.b64decode(stripped.removeprefix("content: ")))
-            return Bootstrap.model_validate_json(raw)
+    lines = iter(line.strip() for line in user_data.splitlines())
+    if f"- path: {BOOTSTRAP_PATH}" in lines:  # advances to the bootstrap entry
+        for line in lines:
+            if line.startswith("content: "):
+                raw = gzip.decompress(base64.b64decode(line.removeprefix("content: ")))
+                return Bootstrap.model_validate_json(raw)
     raise ValueError("user-data holds no clobi bootstrap")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,9 +15,20 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pytest
+
 from clobi.cli import main
 
 T = TypeVar("T")
+
+
+def requires_tool(name: str) -> pytest.MarkDecorator:
+    """Skip without the program `name`, except in CI (.ci/run installs it and sets
+    CLOBI_REQUIRE_TOOLS), where its absence fails the test instead of hiding it."""
+    return pytest.mark.skipif(
+        shutil.which(name) is None and not os.environ.get("CLOBI_REQUIRE_TOOLS"),
+        reason=f"needs {name} (.ci/run installs it)",
+    )
 
 
 def wait_until(

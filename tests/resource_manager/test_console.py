@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from resource_manager.console.state import ConsoleState
 from resource_manager.monitor import PoolSnapshot
 from shared.models import JobState, LocalCloud, VmRecord, VmState
 from shared.session import Session
-from tests.helpers import wait_until
+from tests.helpers import requires_tool, wait_until
 
 
 @pytest.mark.parametrize(
@@ -124,7 +123,7 @@ def _screen(name: str) -> str:
     ).stdout
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+@requires_tool("tmux")
 def test_the_console_in_a_terminal_starts_vms_runs_jobs_drains_and_quits(
     tmp_path: Path, make_session: Callable[..., Session]
 ) -> None:
@@ -201,7 +200,7 @@ def test_the_console_in_a_terminal_starts_vms_runs_jobs_drains_and_quits(
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+@requires_tool("tmux")
 def test_a_hanging_cloud_call_is_reported_and_keys_still_answer(
     tmp_path: Path, make_session: Callable[..., Session]
 ) -> None:
