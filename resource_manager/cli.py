@@ -12,6 +12,7 @@ from resource_manager.autoscaler import SETTING, autoscale_enabled
 from resource_manager.drivers.local import session_root
 from resource_manager.headless import run_headless, step_interval_s
 from resource_manager.lifecycle import cleanup_session, create_session
+from resource_manager.policies import NAMES, account_of, filled
 from resource_manager.pool import Pool
 from resource_manager.simulate import POLICIES, read_trace, simulate
 from resource_manager.template import write_template
@@ -120,7 +121,23 @@ def _register_session(commands: Any) -> None:
         help="create queues, tables and the S3 prefix; prints the session id as the last line",
     )
     create.add_argument("config", type=Path, help="session config (TOML)")
+    create.add_argument(
+        "--print-policies",
+        action="store_true",
+        help="also print the session's IAM policies, filled in, as JSON (before the id)",
+    )
     create.set_defaults(func=_session_create)
+    policies = sub.add_parser(
+        "policies",
+        help="the IAM policies of a session, filled in (agent, resource-manager, submitter, "
+        "bucket) as JSON",
+        description="Print the least-privilege IAM policies for a session as one JSON object: "
+        "the agent's instance profile and the submitter reach only this session's queues, "
+        "tables and S3 prefix. The account id is read from STS.",
+    )
+    policies.add_argument("name", nargs="?", choices=NAMES, help="only this policy")
+    add_session(policies)
+    policies.set_defaults(func=_session_policies)
     listing = sub.add_parser("list", help="the sessions of this machine")
     add_json(listing)
     listing.set_defaults(func=_session_list)
@@ -149,7 +166,16 @@ def _session_create(args: argparse.Namespace) -> int:
     progress = Progress()
     info = create_session(config, report=progress.line)
     print(f"session file {sessionfile.path_for(info.id)}", file=sys.stderr)
+    if args.print_policies:
+        print_json(filled(info, account_of(Session(info).aws)))
     print(info.id)
+    return 0
+
+
+def _session_policies(args: argparse.Namespace) -> int:
+    info = sessionfile.resolve(args.session)
+    policies = filled(info, account_of(Session(info).aws))
+    print_json(policies[args.name] if args.name else policies)
     return 0
 
 

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 from shared.errors import EndpointError
 
@@ -50,7 +50,7 @@ class SerializedApp:
             return self._stats(environ, start_response)
         body = _read_body(environ)
         self.counts[_operation(environ, body)] += 1
-        wait_s, body = _strip_long_poll(environ, body)
+        wait_s = _long_poll_s(environ, body)  # waited out here: the backend never waits
         deadline = time.monotonic() + wait_s
         while True:
             status, headers, payload = self._call_locked(environ, body)
@@ -130,22 +130,34 @@ def _read_body(environ: dict[str, Any]) -> bytes:
     return b""
 
 
-def _strip_long_poll(environ: dict[str, Any], body: bytes) -> tuple[float, bytes]:
-    """For an SQS ReceiveMessage with WaitTimeSeconds > 0: (seconds, the same request with 0)."""
+def _long_poll_s(environ: dict[str, Any], body: bytes) -> float:
+    """WaitTimeSeconds of an SQS ReceiveMessage, else 0. The request itself is passed on
+    unchanged: its signature covers the body (checked when IAM enforcement is on)."""
     target = environ.get("HTTP_X_AMZ_TARGET", "")
     if target == "AmazonSQS.ReceiveMessage":
-        request = json.loads(body or b"{}")
-        wait = float(request.get("WaitTimeSeconds") or 0)
-        if wait > 0:
-            request["WaitTimeSeconds"] = 0
-            return wait, json.dumps(request).encode()
-    elif b"Action=ReceiveMessage" in body:
-        fields = parse_qsl(body.decode(), keep_blank_values=True)
-        wait = float(dict(fields).get("WaitTimeSeconds") or 0)
-        if wait > 0:
-            fields = [(k, "0" if k == "WaitTimeSeconds" else v) for k, v in fields]
-            return wait, urlencode(fields).encode()
-    return 0.0, body
+        return float(json.loads(body or b"{}").get("WaitTimeSeconds") or 0)
+    if b"Action=ReceiveMessage" in body:
+        return float(dict(parse_qsl(body.decode())).get("WaitTimeSeconds") or 0)
+    return 0.0
+
+
+def _backend_never_waits() -> None:
+    """Moto's SQS receive sleeps inside the backend (under our lock) for a long poll; the
+    middleware waits instead, outside the lock, so the backend is always asked with 0."""
+    from moto.sqs.models import SQSBackend
+
+    backend: Any = SQSBackend
+    if getattr(backend, "_clobi_no_wait", False):
+        return
+    receive = backend.receive_message
+
+    def receive_now(
+        self: Any, queue_name: str, count: int, _wait: int, *args: Any, **kw: Any
+    ) -> Any:
+        return receive(self, queue_name, count, 0, *args, **kw)
+
+    backend.receive_message = receive_now
+    backend._clobi_no_wait = True
 
 
 def _has_messages(payload: bytes) -> bool:
@@ -156,6 +168,7 @@ def make_app() -> SerializedApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     speed_up_moto()
+    _backend_never_waits()
     return SerializedApp(DomainDispatcherApplication(create_backend_app))
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,19}$"
+SNAPSHOT_PATTERN = r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$"
 
 
 class Frozen(BaseModel):
@@ -27,12 +28,16 @@ class ReleaseConfig(Frozen):
     image: str | None = Field(
         default=None, description="ext4/squashfs image uploaded at create (loop)"
     )
-    snapshot: str | None = Field(default=None, description="EBS snapshot id used on EC2")
+    snapshot: Annotated[str, Field(pattern=SNAPSHOT_PATTERN)] | None = Field(
+        default=None, description="EBS snapshot id: an ebs volume on EC2 VMs"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ReleaseConfig:
         if self.archive and self.image:
             raise ValueError("give archive or image, not both")
+        if not (self.archive or self.image or self.snapshot):
+            raise ValueError("give an archive, an image or a snapshot")
         return self
 
 
@@ -46,6 +51,11 @@ class LocalCloud(Frozen):
     max_vms: Annotated[int, Field(ge=0)] = 4
     cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
     boot_s: Annotated[float, Field(ge=0)] = 2.0  # how long a VM takes to come up (simulator)
+    aws_profile: str | None = Field(
+        default=None,
+        description="the AWS profile local agents run with, as an EC2 agent runs with its "
+        "instance profile (default: the credentials of whoever starts the VM)",
+    )
 
 
 class Ec2Cloud(Frozen):
@@ -153,12 +163,17 @@ class SessionInfo(Frozen):
     prefix: str
     queue_urls: dict[str, str]  # "p1".."pN" and "dlq"
     tables: dict[str, str]  # "jobs", "vms", "events"
-    releases: dict[str, str] = {}  # release name -> S3 key (dir volumes)
+    releases: dict[str, str] = {}  # release name -> S3 key (dir and loop volumes)
+    snapshots: dict[str, str] = {}  # release name -> EBS snapshot id (ebs volumes, EC2 VMs)
     agent_wheel: AgentWheel | None = None
     config: SessionConfig
 
     def queue_url(self, priority: int) -> str:
         return self.queue_urls[f"p{priority}"]
+
+    def release_names(self) -> list[str]:
+        """Every release jobs may name, whatever volume it mounts as."""
+        return sorted(self.releases.keys() | self.snapshots.keys())
 
 
 # --- jobs ------------------------------------------------------------------------------------
