@@ -16,7 +16,8 @@ from typing import Any
 
 from job_agent.attempt import Attempt, SandboxCache
 from job_agent.boot import spot_interrupted
-from job_agent.volumes import S3Volumes, VolumeProvider
+from job_agent.releases import release_volumes
+from job_agent.volumes import VolumeProvider
 from shared import naming
 from shared.aws import translated
 from shared.dispatch import Dispatcher
@@ -52,9 +53,7 @@ class JobAgent:
         self.root = root
         self.idle_wait_s = idle_wait_s
         info = bootstrap.session
-        self.volumes = volumes or S3Volumes(
-            self.session.aws, info.bucket, info.releases, root / "releases"
-        )
+        self.volumes = volumes or release_volumes(bootstrap, self.session.aws, root)
         self.sandboxes = SandboxCache(self.session, root / "cache")
         self.dispatcher = Dispatcher(self.session)
         self.stopping = threading.Event()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydantic
 
-from shared.errors import ConfigError
+from shared.errors import ClobiError, ConfigError
 from shared.models import Bootstrap
 from shared.userdata import bootstrap_of
 
@@ -48,6 +49,26 @@ def spot_interrupted() -> bool:
         return imds_get("meta-data/spot/instance-action", timeout_s=1.0) is not None
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class InstanceIdentity:
+    """Where this EC2 instance is: what EBS volumes are attached to, and created in."""
+
+    instance_id: str
+    zone: str
+
+
+def instance_identity() -> InstanceIdentity:
+    """This instance's id and availability zone from IMDSv2. Blocks briefly; raises ClobiError."""
+    try:
+        instance_id = imds_get("meta-data/instance-id")
+        zone = imds_get("meta-data/placement/availability-zone")
+    except OSError as err:
+        raise ClobiError(f"no instance metadata at {imds_endpoint()} ({err})") from None
+    if not instance_id or not zone:
+        raise ClobiError("instance metadata gives no instance id or availability zone")
+    return InstanceIdentity(instance_id.strip(), zone.strip())
 
 
 def parse_bootstrap(text: str | bytes, source: str) -> Bootstrap:

@@ -4,6 +4,7 @@
   when the agent is root, else through file modes. No root needed.
 - `loop`: an ext4 or squashfs image from S3, mounted read-only through a loop device (root).
 The session maps each release to its S3 key; the key's suffix says which kind it is.
+`ebs` volumes (EBS snapshots, EC2 VMs) are in ebs.py; releases.py picks a provider per release.
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ def validate(spec: JobSpec, info: SessionInfo) -> None:
             f"priority {priority} is out of range: this session has "
             f"priorities 1..{config.priorities}"
         )
-    if spec.release is not None and spec.release not in info.releases:
-        known = ", ".join(sorted(info.releases)) or "none"
+    if spec.release is not None and spec.release not in info.release_names():
+        known = ", ".join(info.release_names()) or "none"
         raise ValidationError(
             f"release {spec.release!r} is not known to the session (known: {known})"
         )

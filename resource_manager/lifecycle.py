@@ -49,6 +49,7 @@ def create_session(config: SessionConfig, report: Report = _quiet) -> SessionInf
         tables = _create_tables(aws, session_id, created)
         report("tables " + ", ".join(tables.values()))
         releases = _upload_releases(aws, config, prefix, report)
+        snapshots = {name: spec.snapshot for name, spec in config.releases.items() if spec.snapshot}
         agent_wheel = upload_wheel(aws, config, prefix)
         if agent_wheel:
             report(f"wheel {agent_wheel.filename} uploaded (sha256 {agent_wheel.sha256[:12]}...)")
@@ -65,6 +66,7 @@ def create_session(config: SessionConfig, report: Report = _quiet) -> SessionInf
         queue_urls=queue_urls,
         tables=tables,
         releases=releases,
+        snapshots=snapshots,
         agent_wheel=agent_wheel,
         config=config,
     )

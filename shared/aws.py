@@ -13,6 +13,7 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from shared.errors import AwsError, ConditionFailed
 
@@ -43,6 +44,9 @@ def translated(what: str) -> Iterator[None]:
         raise AwsError(f"{what}: {code}: {message}".rstrip(": "), code) from err
     except BotoCoreError as err:
         raise AwsError(f"{what}: {err}", type(err).__name__) from err
+    except ResponseParserError as err:  # an endpoint's error page instead of an AWS reply
+        first_line = str(err).splitlines()[0]
+        raise AwsError(f"{what}: {first_line}", type(err).__name__) from err
 
 
 def _condition_among(response: Mapping[str, Any]) -> bool:

@@ -10,6 +10,7 @@ from shared.timeutil import utcnow
 PREFIX = "clobi"
 TAG_SESSION = "clobi:session"
 TAG_VM = "clobi:vm"
+TAG_RELEASE = "clobi:release"  # on an EBS release volume: the release it holds
 TABLE_KINDS = ("jobs", "vms", "events")
 
 
