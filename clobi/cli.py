@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 
@@ -21,7 +22,11 @@ def parser() -> argparse.ArgumentParser:
         "sandboxes on S3, VMs on your own machine and on EC2.",
         epilog="Start with `clobi demo`, or `clobi session init` for a session of your own.",
     )
-    top.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    top.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks and debug logs (also CLOBI_DEBUG=1, which local VMs inherit)",
+    )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.register(commands)
     resource_manager.cli.register(commands)
@@ -32,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.debug = args.debug or os.environ.get("CLOBI_DEBUG") == "1"
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
         for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 from job_agent.cli import run
 from shared.errors import ClobiError
@@ -13,8 +14,6 @@ def main() -> int:
     parser.add_argument("--workdir")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args()
-    from pathlib import Path
-
     args.bootstrap = Path(args.bootstrap) if args.bootstrap else None
     args.workdir = Path(args.workdir) if args.workdir else None
     try:

@@ -77,8 +77,8 @@ class JobAgent:
         """Register, work until drained or stopped, then leave cleanly. Blocks."""
         self.draining = self.session.vms.register(self.vm_id, self.cloud, self.cores)
         log.info("agent %s up: %d cores, session %s", self.vm_id, self.cores, self.session.id)
-        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        heartbeat.start()
+        for loop in (self._heartbeat_loop, self._fencing_loop):
+            threading.Thread(target=loop, name=loop.__name__[1:], daemon=True).start()
         while not self.stopping.is_set():
             try:
                 self.step()
@@ -222,7 +222,9 @@ class JobAgent:
             out = self.session.aws.sqs.receive_message(
                 QueueUrl=lane, MaxNumberOfMessages=max(1, min(10, count)), WaitTimeSeconds=wait_s
             )
-        return [(lane, message) for message in out.get("Messages", [])]
+        messages = out.get("Messages", [])
+        log.debug("received %d messages from %s", len(messages), lane.rsplit("/", 1)[-1])
+        return [(lane, message) for message in messages]
 
     def _handle(self, lane: str, message: dict[str, Any]) -> bool:
         """Act on one message; True when it is done with and should be deleted."""
@@ -313,7 +315,12 @@ class JobAgent:
                         attempt.ship_progress()
             except Exception:  # the heartbeat must outlive any single failure
                 log.exception("heartbeat failed")
-            self._fence_stale()
+
+    def _fencing_loop(self) -> None:
+        """Apart from the heartbeat, which may hang in a request to an unreachable endpoint."""
+        while not self.stopping.wait(min(1.0, self.config.heartbeat_s)):
+            for attempt in self.running():
+                attempt.holds_lease()
 
     def _vm_heartbeat(self) -> None:
         running = self.running()
@@ -344,6 +351,7 @@ class JobAgent:
             events = attempt.take_events()
             if not (everyone or events):
                 continue
+            sent = time.monotonic()  # the lease runs from here, not from the answer
             try:
                 cancel = self.session.jobs.renew(attempt.task, self.vm_id, events)
             except AwsError as err:
@@ -356,16 +364,7 @@ class JobAgent:
                 )
                 attempt.fence()
                 continue
-            attempt.last_renewed = time.monotonic()
+            attempt.last_renewed = sent
+            log.debug("job %s attempt %d: lease renewed", attempt.task.id, attempt.task.attempt)
             if cancel:
                 attempt.kill(Reason.CANCELLED)
-
-    def _fence_stale(self) -> None:
-        """Self-fencing: a lease we could not renew for most of its period is given up."""
-        limit = self.config.lease_s * 0.75
-        for attempt in self.running():
-            if not attempt.fenced and time.monotonic() - attempt.last_renewed > limit:
-                log.warning(
-                    "job %s: lease not renewed for %.0f s; self-fencing", attempt.task.id, limit
-                )
-                attempt.fence()

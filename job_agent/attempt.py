@@ -25,6 +25,7 @@ from shared.models import JobState, JobTask, Reason
 from shared.session import Session
 
 log = logging.getLogger(__name__)
+FENCE_AFTER = 0.75  # of the lease period without a renewal: the attempt gives up its job
 SAVING_ABOVE_BYTES = 8 * 1024**2  # results bigger than this show the `saving` state
 
 
@@ -93,6 +94,20 @@ class Attempt:
         self.fenced = True
         self.kill(Reason.LOST_VM)
 
+    def holds_lease(self) -> bool:
+        """Self-fencing: a lease not renewed for most of its period is given up (whatever the
+        heartbeat thread is stuck on), so the reaper's retry never overlaps this attempt."""
+        limit = self._session.info.config.lease_s * FENCE_AFTER
+        if not self.fenced and time.monotonic() - self.last_renewed > limit:
+            log.warning(
+                "job %s attempt %d: lease not renewed for %.0f s; self-fencing",
+                self.task.id,
+                self.task.attempt,
+                limit,
+            )
+            self.fence()
+        return not self.fenced
+
     # --- the attempt's own thread --------------------------------------------------------------
 
     # --- events held back till the attempt's next write ---------------------------------------
@@ -111,7 +126,7 @@ class Attempt:
     def run(self) -> None:
         try:
             outcome = self._run()
-            if outcome is not None and not self.fenced:
+            if outcome is not None and self.holds_lease():
                 events = self.take_events()
                 state = self._session.jobs.complete(self.task, self._vm, outcome, events)
                 if state is None:
@@ -161,12 +176,15 @@ class Attempt:
             except (ClobiError, OSError) as err:
                 return self._failed(Reason.AGENT_ERROR, f"cannot start the job: {err}")
         result = self._process.wait()
-        if self.fenced:
+        if not self.holds_lease():
             return None
         try:
             result_key = self._ship()
         except ClobiError as err:
             return self._failed(Reason.OUTPUT_ERROR, str(err))
+        except OSError as err:  # the disk filled up, say: the job's files go first
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            return self._failed(Reason.OUTPUT_ERROR, f"cannot pack the result: {err}")
         if result_key is None:
             return None
         if result.reason is Reason.CANCELLED:

@@ -41,10 +41,12 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Names the agent in every AWS request's User-Agent (CloudTrail, the fault proxy).
+    os.environ["AWS_SDK_UA_APP_ID"] = "clobi-agent"
     bootstrap = load_bootstrap(args.bootstrap)
     root = args.workdir or Path(bootstrap.workdir or clobi_home() / "agent" / bootstrap.vm_id)
     root.mkdir(parents=True, exist_ok=True)
-    _log_to(root / "agent.log", debug=args.debug)
+    _log_to(root / "agent.log", debug=args.debug or os.environ.get("CLOBI_DEBUG") == "1")
     on_ec2 = any(
         c.name == bootstrap.cloud and c.driver == "ec2" for c in bootstrap.session.config.clouds
     )

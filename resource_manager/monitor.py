@@ -77,6 +77,14 @@ class Monitor:
             )
         for decision in decisions:
             log.info("%s", decision)
+        log.debug(
+            "step: %d VMs, jobs %s, queue depths %s, in flight %s, cores busy %s",
+            len(vms),
+            dict(counts),
+            depths,
+            dict(in_flight),
+            busy,
+        )
         return decisions
 
     # --- VMs ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ every later write of that attempt is conditioned on still owning it.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -302,6 +303,7 @@ class JobTable:
     def claim(self, job_id: str, attempt: int, vm: str) -> JobTask | None:
         """Conditionally take a queued job; None if it is not queued at that attempt any more.
         The `started` event is written with the attempt's next write (see `started_event`)."""
+        token = secrets.token_hex(8)  # tells this claim from any other, our own included
         try:
             with translated("claim job"):
                 out = self._aws.ddb.update_item(
@@ -309,7 +311,7 @@ class JobTable:
                     Key={"id": to_value(job_id)},
                     UpdateExpression=(
                         "SET #st = :running, attempt = :next, vm = :vm, "
-                        "started_at = :now, lease_seq = :zero "
+                        "started_at = :now, lease_seq = :zero, claim = :claim "
                         "REMOVE dq, dispatched_at, finished_at, exit_code"
                     ),
                     ConditionExpression=(
@@ -325,12 +327,22 @@ class JobTable:
                         ":vm": to_value(vm),
                         ":now": to_value(iso(utcnow())),
                         ":zero": to_value(0),
+                        ":claim": to_value(token),
                     },
                     ReturnValues="ALL_NEW",
                 )
+            item = from_item(out["Attributes"])
         except ConditionFailed:
-            return None
-        item = from_item(out["Attributes"])
+            # Ours after all if a retry of this very request (its first answer lost) found
+            # its own write: the claim token is this call's, and nothing happened since.
+            try:
+                item = self.get(job_id)
+            except JobNotFound:
+                return None
+            if not (item.get("claim") == token and item["state"] == "running"):
+                return None
+            if int(item["attempt"]) != attempt + 1 or item.get("lease_seq") != 0:
+                return None
         return JobTask(
             id=job_id,
             name=item["name"],

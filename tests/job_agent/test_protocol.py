@@ -27,6 +27,7 @@ from shared.errors import ClobiError
 from shared.message import JobMessage
 from shared.models import JobState, LocalCloud, ReleaseConfig
 from shared.session import Session
+from tests.faults.invariants import assert_invariants
 from tests.helpers import wait_until
 
 
@@ -70,6 +71,7 @@ def test_cancel_kills_a_running_job_that_traps_sigterm_and_its_children(
     row = client.status([job])[0]
     assert row.reason == "cancelled"
     assert "cancel_requested" in [e.kind for e in client.events([job])]
+    assert_invariants(session)
 
 
 def test_cancel_of_a_queued_job_is_immediate_and_final(
@@ -140,6 +142,7 @@ def test_an_agent_frozen_past_its_lease_kills_its_job_and_records_nothing(
     assert [e.attempt for e in events if e.kind in ("succeeded", "failed", "retry")] == [2]
     out = client.fetch([job], tmp_path / "results")[0]
     assert (out / "out.txt").read_text() == "attempt 2\n"
+    assert_invariants(session)
 
 
 def test_the_same_message_delivered_to_several_agents_runs_the_job_once(
@@ -156,6 +159,7 @@ def test_the_same_message_delivered_to_several_agents_runs_the_job_once(
     assert (rows[0].state, rows[0].attempt) == (JobState.SUCCEEDED, 1)
     assert [e.kind for e in client.events([job])].count("started") == 1
     wait_until(lambda: _queue_empty(session, 1), timeout=30, what="the duplicates to be dropped")
+    assert_invariants(session)
 
 
 def _queue_empty(session: Session, priority: int) -> bool:
@@ -201,6 +205,7 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_work_goes_on(
     reasons = " ".join(m["MessageAttributes"]["reason"]["StringValue"] for m in messages)
     assert "unknown job nope.0" in reasons and "another session" in reasons
     wait_until(lambda: _queue_empty(session, 1), timeout=10, what="an empty lane")
+    assert_invariants(session)
 
 
 def test_a_high_priority_job_starts_before_a_waiting_backlog_of_low_ones(
@@ -235,6 +240,7 @@ def test_walltime_kills_the_job_with_reason_walltime(
     row = client.wait([job], timeout=30)[0]
     assert (row.state, row.reason) == (JobState.FAILED, "walltime")
     assert not job_processes(job)
+    assert_invariants(session)
 
 
 def test_a_job_asking_two_cores_takes_two_slots(
@@ -363,6 +369,7 @@ def test_kill_9_of_an_agent_retries_its_job_elsewhere_with_one_result(
     )
     out = client.fetch([job], tmp_path / "results")[0]
     assert (out / "out.txt").read_text() == "attempt 2\n"
+    assert_invariants(session)
 
 
 def test_fetch_refuses_an_output_sandbox_with_a_link_or_dot_dot_and_writes_nothing_outside(
