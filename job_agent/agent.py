@@ -61,6 +61,7 @@ class JobAgent:
         self._watch_spot = watch_spot
         self._shut_down = False
         self.draining = False
+        self.session_gone = False
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._attempts: dict[str, tuple[Attempt, threading.Thread]] = {}
@@ -84,8 +85,23 @@ class JobAgent:
                 self.step()
             except AwsError as err:
                 log.warning("poll failed: %s", err)
+                if self._session_gone(err):
+                    break
                 self.stopping.wait(1.0)
         self._shutdown()
+
+    def _session_gone(self, err: AwsError) -> bool:
+        """A VM whose session no longer exists would poll forever: it kills its jobs (there
+        is nothing left to record them in) and powers off."""
+        try:
+            gone = self.session.gone(err)
+        except AwsError:
+            return False
+        if gone:
+            log.error("session %s no longer exists on its endpoint: powering off", self.session.id)
+            self.session_gone = True
+            self.stop(Reason.LOST_VM)
+        return gone
 
     def stop(self, reason: Reason | None = None) -> None:
         """Leave now; with a reason, running jobs are killed and recorded with it."""

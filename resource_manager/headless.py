@@ -11,6 +11,7 @@ import time
 from resource_manager.autoscaler import Autoscaler
 from resource_manager.monitor import Monitor
 from resource_manager.pool import Pool
+from shared.errors import AwsError, SessionNotFound
 
 log = logging.getLogger("clobi.rm")
 
@@ -39,6 +40,13 @@ def run_headless(pool: Pool, interval_s: float | None = None) -> int:
         try:
             monitor.step(began)
             autoscaler.step(time.time())
+        except AwsError as err:
+            if pool.session.gone(err):
+                raise SessionNotFound(
+                    f"session {pool.session.id} no longer exists on its endpoint "
+                    f"({pool.session.info.endpoint_url or 'AWS'}): its tables are gone"
+                ) from err
+            log.exception("resource manager step failed")
         except Exception:  # the loop outlives any single failure
             log.exception("resource manager step failed")
         stop.wait(max(0.0, interval - (time.monotonic() - began)))

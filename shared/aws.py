@@ -88,8 +88,18 @@ class Aws:
                 self._clients[key] = self._make(service, endpoint_url or self.endpoint_url)
             return self._clients[key]
 
-    def _make(self, service: str, endpoint_url: str | None) -> Any:
-        kwargs: dict[str, Any] = {"config": self._config}
+    def unretried(self, service: str) -> Any:
+        """A client that never retries by itself: for a call whose caller makes its retry
+        safe (EC2 RunInstances: find the VM by its tag first, then send the same token)."""
+        with self._lock:
+            key = f"{service}@once"
+            if key not in self._clients:
+                once = self._config.merge(Config(retries={"total_max_attempts": 1}))
+                self._clients[key] = self._make(service, self.endpoint_url, once)
+            return self._clients[key]
+
+    def _make(self, service: str, endpoint_url: str | None, config: Config | None = None) -> Any:
+        kwargs: dict[str, Any] = {"config": config or self._config}
         if endpoint_url:
             kwargs["endpoint_url"] = endpoint_url
         if is_loopback(endpoint_url) and self._session.get_credentials() is None:

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from shared.aws import Aws
+from shared.aws import Aws, translated
+from shared.errors import AwsError
 from shared.events import EventLog
 from shared.jobs import JobTable
 from shared.models import JobState, SessionInfo
 from shared.vms import VmTable
+
+# What AWS answers about a queue, table or bucket that does not exist.
+MISSING_CODES = frozenset(
+    {
+        "ResourceNotFoundException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "NoSuchBucket",
+    }
+)
 
 
 class Session:
@@ -31,6 +42,20 @@ class Session:
     @cached_property
     def vms(self) -> VmTable:
         return VmTable(self.aws, self.info.tables["vms"])
+
+    def gone(self, err: AwsError) -> bool:
+        """Whether `err` means the session no longer exists on its endpoint (cleaned up, or
+        an embedded endpoint restarted): its jobs table is missing. Raises AwsError."""
+        if err.code not in MISSING_CODES:
+            return False
+        try:
+            with translated("check the session"):
+                self.aws.ddb.describe_table(TableName=self.info.tables["jobs"])
+        except AwsError as check:
+            if check.code == "ResourceNotFoundException":
+                return True
+            raise
+        return False
 
     def cancel(self, job_id: str) -> str:
         """Cancel one job: a queued one at once, a running one through its agent's next VM

@@ -49,7 +49,9 @@ class Ec2Driver(CloudDriver):
                 return found[0]
             try:
                 with translated(f"launch {bootstrap.vm_id} in {self.name}"):
-                    out = self._ec2.run_instances(**self._request(bootstrap))
+                    # botocore's own retry would not look for the instance first, and not
+                    # every endpoint honours ClientToken (moto does not).
+                    out = self._aws.unretried("ec2").run_instances(**self._request(bootstrap))
                 return str(out["Instances"][0]["InstanceId"])
             except AwsError as err:
                 error = err

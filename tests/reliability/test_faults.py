@@ -27,7 +27,8 @@ from shared.session import Session
 from tests.faults import processes
 from tests.faults.invariants import assert_invariants
 from tests.faults.proxy import FaultProxy, operation
-from tests.helpers import requires_tool, wait_until
+from tests.faults.state import lose_state
+from tests.helpers import cli, requires_tool, wait_until
 
 LEASE = {"lease_s": 4, "heartbeat_s": 0.5}
 
@@ -295,3 +296,55 @@ def test_an_agent_an_hour_ahead_is_reaped_on_time_and_its_jobs_are_not_lost(
     Pool(session).terminate_all()  # the orphaned `sleep 30` goes with its VM
     client.cancel([late])
     assert_invariants(session)
+
+
+def test_an_agent_stopped_with_sigterm_has_its_job_retried_at_once(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session(**LEASE)
+    pool, client = Pool(session), JobClient(session)
+    (vm,) = pool.start("local", 1)
+    body = 'sleep 2\necho "attempt $CLOBI_ATTEMPT" > out.txt\n'
+    (job,) = client.submit(JobSpec(script=script(tmp_path, body), outputs=("out.txt",)))
+    wait_until(lambda: job_processes(job, attempt=1), timeout=30, what="attempt 1 to run")
+    processes.terminate(processes.agent_pid(session, vm))
+    wait_until(lambda: not job_processes(job, attempt=1), timeout=10, what="the job killed")
+    wait_until(  # recorded by the agent on its way out: no reaper needed
+        lambda: client.status([job])[0].state is JobState.QUEUED, timeout=10, what="a retry"
+    )
+    pool.start("local", 1)
+    row = client.wait([job], timeout=60)[0]
+    assert (row.state, row.attempt) == (JobState.SUCCEEDED, 2)
+    assert_invariants(session)
+
+
+def test_when_the_endpoint_loses_its_state_agents_power_off_and_the_rm_says_why(
+    tmp_path: Path,
+    aws_endpoint: str,
+    make_session: Callable[..., Session],
+    resource_manager: Callable[[Session], Any],
+) -> None:
+    session = make_session(**LEASE)
+    rm = resource_manager(session)
+    pool = Pool(session)
+    vms = pool.start("local", 2)
+    (job,) = JobClient(session).submit(JobSpec(script=script(tmp_path, "sleep 100\n")))
+    wait_until(lambda: job_processes(job), timeout=30, what="the job to run")
+    pids = [processes.agent_pid(session, vm) for vm in vms]
+    lose_state(aws_endpoint)
+    wait_until(
+        lambda: not any(_alive(pid) for pid in pids), timeout=30, what="the agents to power off"
+    )
+    wait_until(lambda: not job_processes(job), timeout=10, what="the job to be killed")
+    assert wait_until(lambda: rm.poll() is not None, timeout=30, what="the RM to stop") == 1
+    assert "no longer exists on its endpoint" in rm.stderr.read()
+    status = cli("status", "--session", session.id)
+    assert status.code == 1 and status.err.count("\n") == 1, status.err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ConnectionClosedError
 
 from resource_manager.drivers import CloudDriver, driver_for
 from resource_manager.drivers.ec2 import Ec2Driver, client_token
@@ -16,6 +15,7 @@ from shared import naming
 from shared.models import Bootstrap, Ec2Cloud, LocalCloud
 from shared.session import Session
 from shared.userdata import bootstrap_of
+from tests.faults.proxy import FaultProxy, operation
 
 EC2 = Ec2Cloud(
     name="aws", driver="ec2", ami="ami-12c6146b", instance_profile="clobi-agent", spot=True
@@ -71,14 +71,14 @@ def test_instances_are_only_the_sessions_own(
 
 
 def _requests(session: Session) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
-    """An EC2 client that records every request it sends."""
-    client = session.aws.client("ec2")
+    """Record every EC2 request the session's clients send (the launch client included)."""
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def record(params: dict[str, Any], model: Any, **_: Any) -> None:
         seen.append((model.name, dict(params)))
 
-    client.meta.events.register("provide-client-params.ec2.*", record)
+    for client in (session.aws.client("ec2"), session.aws.unretried("ec2")):
+        client.meta.events.register("provide-client-params.ec2.*", record)
     return client, seen
 
 
@@ -105,27 +105,22 @@ def test_ec2_launch_asks_for_imdsv2_tags_spot_and_carries_no_credentials(
 
 
 def test_ec2_launch_retried_after_a_lost_response_starts_one_instance(
-    make_session: Callable[..., Session],
+    make_session: Callable[..., Session], aws_endpoint: str
 ) -> None:
-    """moto ignores ClientToken, so the proof is the recorded request stream: the retry finds
-    the instance by its VM tag, and any RunInstances it sent would carry the same token."""
-    session = make_session(clouds=(EC2,))
-    session.aws.client("iam").create_instance_profile(InstanceProfileName="clobi-agent")
-    client, seen = _requests(session)
-    lost = []
-
-    def drop_first_response(http_response: Any, parsed: Any, model: Any, **_: Any) -> None:
-        if not lost:
-            lost.append(True)
-            raise ConnectionClosedError(endpoint_url="lost on the way back")
-
-    client.meta.events.register("after-call.ec2.RunInstances", drop_first_response)
-    boot = bootstrap(session, "aws")
-    driver = Ec2Driver(session.info, EC2, session.aws)
-    instance = driver.launch(boot)
-    assert lost, "the first response was lost"
-    runs = [params for name, params in seen if name == "RunInstances"]
-    assert {r["ClientToken"] for r in runs} == {client_token(session.id, boot.vm_id)}
-    live = [i for i in driver.instances() if i.alive]
-    assert [(i.vm_id, i.instance_id) for i in live] == [(boot.vm_id, instance)]
-    assert [name for name, _ in seen].count("RunInstances") == 1
+    """RunInstances takes effect but its answer is lost on the way back (the fault proxy
+    resets the connection). The driver looks for the VM by its tag before trying again, so
+    one instance runs: moto ignores ClientToken, so nothing else would save it here."""
+    with FaultProxy(aws_endpoint) as proxy:
+        session = make_session(clouds=(EC2,), endpoint_url=proxy.url)
+        session.aws.client("iam").create_instance_profile(InstanceProfileName="clobi-agent")
+        lost = proxy.add("drop_response", operation("ec2.RunInstances"), times=1)
+        _, seen = _requests(session)
+        boot = bootstrap(session, "aws")
+        driver = Ec2Driver(session.info, EC2, session.aws)
+        instance = driver.launch(boot)
+        assert lost.fired == 1
+        assert proxy.counts["ec2.RunInstances"] == 1  # found by its tag, not sent again
+        runs = [params for name, params in seen if name == "RunInstances"]
+        assert {r["ClientToken"] for r in runs} == {client_token(session.id, boot.vm_id)}
+        live = [i for i in driver.instances() if i.alive]
+        assert [(i.vm_id, i.instance_id) for i in live] == [(boot.vm_id, instance)]
