@@ -3,13 +3,10 @@ job, and drains when the metadata announces a spot interruption."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,56 +16,13 @@ from jobmgmt.client import JobClient
 from shared.models import Bootstrap, Ec2Cloud, JobState, VmState
 from shared.session import Session
 from shared.userdata import render
-
-TOKEN = "fake-imds-token"
-
-
-class FakeImds(ThreadingHTTPServer):
-    user_data = ""
-    interrupted = False
-    refused = 0  # requests without a token (IMDSv1): refused, and counted
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: FakeImds
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_PUT(self) -> None:
-        if self.path == "/latest/api/token" and self.headers.get(
-            "X-aws-ec2-metadata-token-ttl-seconds"
-        ):
-            self._reply(200, TOKEN)
-        else:
-            self._reply(400, "")
-
-    def do_GET(self) -> None:
-        if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
-            self.server.refused += 1
-            self._reply(401, "")
-        elif self.path == "/latest/user-data":
-            self._reply(200, self.server.user_data)
-        elif self.path == "/latest/meta-data/spot/instance-action" and self.server.interrupted:
-            self._reply(200, json.dumps({"action": "terminate", "time": "2026-11-22T06:00:00Z"}))
-        else:
-            self._reply(404, "")
-
-    def _reply(self, code: int, body: str) -> None:
-        data = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+from tests.faults.imds import FakeImds, fake_imds
 
 
 @pytest.fixture
 def imds() -> Iterator[FakeImds]:
-    server = FakeImds(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
+    with fake_imds() as server:
+        yield server
 
 
 def test_an_agent_boots_from_user_data_runs_a_job_and_drains_on_spot_interruption(
@@ -78,7 +32,7 @@ def test_an_agent_boots_from_user_data_runs_a_job_and_drains_on_spot_interruptio
     session = make_session(clouds=(cloud,), heartbeat_s=0.5)
     boot = Bootstrap(vm_id="vm-aws-boot01", cloud="aws", cores=1, session=session.info)
     imds.user_data = render(boot)
-    env = dict(os.environ, AWS_EC2_METADATA_SERVICE_ENDPOINT=f"http://127.0.0.1:{imds.server_port}")
+    env = dict(os.environ, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url)
     agent = subprocess.Popen(
         [sys.executable, "-m", "clobi", "agent", "--workdir", str(tmp_path / "vm")],
         env=env,

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,8 +38,8 @@ from shared.aws import Aws
 from shared.errors import ClobiError
 from shared.models import Bootstrap, Ec2Cloud, ReleaseConfig
 from shared.session import Session
+from tests.faults.imds import fake_imds
 from tests.helpers import wait_until
-from tests.job_agent.test_boot import TOKEN, FakeImds, Handler
 
 ZONE = "us-east-1c"  # not the endpoint's default zone, so that "in the right zone" means something
 FAST = Waits(create_s=10, attach_s=10, device_s=10, detach_s=10, poll_s=0.01)
@@ -266,32 +265,15 @@ def test_a_link_to_a_disk_not_there_yet_is_not_a_device(tmp_path: Path) -> None:
     assert BlockDevices(tmp_path).find("vol-0aaaaaaaaaaaaaaaa", "/dev/sdf") is None
 
 
-class IdentityHandler(Handler):
-    paths = {
+def test_the_instance_id_and_zone_come_from_imdsv2(monkeypatch: pytest.MonkeyPatch) -> None:
+    identity = {
         "/latest/meta-data/instance-id": "i-0123456789abcdef0",
         "/latest/meta-data/placement/availability-zone": ZONE,
     }
-
-    def do_GET(self) -> None:
-        if self.path in self.paths and self.headers.get("X-aws-ec2-metadata-token") == TOKEN:
-            self._reply(200, self.paths[self.path])
-        else:
-            super().do_GET()
-
-
-def test_the_instance_id_and_zone_come_from_imdsv2(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = FakeImds(("127.0.0.1", 0), IdentityHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setenv(
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT", f"http://127.0.0.1:{server.server_port}"
-        )
+    with fake_imds(identity) as server:
+        monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.url)
         assert instance_identity() == InstanceIdentity("i-0123456789abcdef0", ZONE)
         assert server.refused == 0
-    finally:
-        server.shutdown()
-        server.server_close()
     with pytest.raises(ClobiError, match="no instance metadata"):
         instance_identity()
 
