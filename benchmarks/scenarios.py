@@ -10,6 +10,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from benchmarks import peer
 from benchmarks.harness import (
     Bench,
     bench,
@@ -41,9 +42,8 @@ def _agent_pids(b: Bench) -> list[int]:
     return [pid for vm in b.pool.vms() if (pid := driver.agent_pid(vm.id)) is not None]
 
 
-def _run_jobs(b: Bench, jobs: int, timeout_s: float) -> tuple[float, dict[str, Any]]:
+def _run_jobs(b: Bench, script: str, jobs: int, timeout_s: float) -> tuple[float, dict[str, Any]]:
     """Submit `jobs` no-op jobs; seconds from first submit to last result, and endpoint stats."""
-    script = b.script("noop.sh", "true\n")
     b.stats(reset=True)
     began = time.time()
     ids = b.client.submit(JobSpec(script=script, count=jobs))
@@ -56,28 +56,61 @@ def _run_jobs(b: Bench, jobs: int, timeout_s: float) -> tuple[float, dict[str, A
     return last - began, stats
 
 
-def throughput(jobs: int = 2000, vms: int = 2, rm: bool = True) -> Figures:
+def throughput(jobs: int = 2000, vms: int = 2, rm: bool = True, celery: bool = True) -> Figures:
+    """clobi's throughput, then (with `celery`) Celery's on the same endpoint, and their ratio."""
     with bench(vms=vms, cores=2) as b:
-        rm_proc = _start_rm(b) if rm else None
-        cpu0 = b.stats()["cpu_s"]
-        try:
-            elapsed, stats = _run_jobs(b, jobs, timeout_s=max(300.0, jobs))
-            figures = {
-                "jobs/s": jobs / elapsed,
-                "seconds": elapsed,
-                "endpoint cpu ms/job": (stats["cpu_s"] - cpu0) * 1000 / jobs,
-            }
-            figures.update(_per_service(stats["requests"], jobs))
-            agents = [peak_rss_mb(pid) or 0.0 for pid in _agent_pids(b)]
-            figures["peak RSS agent MB"] = max(agents, default=0.0)
-            figures["peak RSS endpoint MB"] = peak_rss_mb(b.endpoint_pid) or 0.0
-            if rm_proc is not None:
-                figures["peak RSS resource manager MB"] = peak_rss_mb(rm_proc.pid) or 0.0
-        finally:
-            if rm_proc is not None:
-                rm_proc.terminate()
-                rm_proc.wait(15)
+        script = b.script("noop.sh", "true\n")
+        figures = _clobi_throughput(b, script, jobs, rm)
+        if celery:
+            b.pool.terminate_all()  # the peer has the endpoint to itself
+            figures.update(_celery_throughput(b, script, jobs, figures["jobs/s"]))
         return figures
+
+
+def _clobi_throughput(b: Bench, script: str, jobs: int, rm: bool) -> Figures:
+    rm_proc = _start_rm(b) if rm else None
+    cpu0 = b.stats()["cpu_s"]
+    try:
+        elapsed, stats = _run_jobs(b, script, jobs, timeout_s=max(300.0, jobs))
+        figures = {
+            "jobs/s": jobs / elapsed,
+            "seconds": elapsed,
+            "endpoint cpu ms/job": (stats["cpu_s"] - cpu0) * 1000 / jobs,
+        }
+        figures.update(_per_service(stats["requests"], jobs))
+        agents = [peak_rss_mb(pid) or 0.0 for pid in _agent_pids(b)]
+        figures["peak RSS agent MB"] = max(agents, default=0.0)
+        figures["peak RSS endpoint MB"] = peak_rss_mb(b.endpoint_pid) or 0.0
+        if rm_proc is not None:
+            figures["peak RSS resource manager MB"] = peak_rss_mb(rm_proc.pid) or 0.0
+    finally:
+        if rm_proc is not None:
+            rm_proc.terminate()
+            rm_proc.wait(15)
+    return figures
+
+
+def _celery_throughput(b: Bench, script: str, jobs: int, clobi_rate: float) -> Figures:
+    """The peer: 2 Celery workers x 2 processes; skipped, with one line, without the extra."""
+    if not peer.available():
+        print(
+            f"throughput: Celery peer skipped: Celery is not installed ({peer.INSTALL_HINT})",
+            file=sys.stderr,
+        )
+        return {}
+    run = peer.throughput(b, script, jobs, workers=2, concurrency=2)
+    rate = jobs / run["seconds"]
+    figures = {
+        "celery jobs/s": rate,
+        "celery seconds": run["seconds"],
+        "celery submit seconds": run["submit seconds"],
+        "celery endpoint cpu ms/job": run["cpu_s"] * 1000 / jobs,
+    }
+    per_service = _per_service(run["requests"], jobs)
+    figures.update({f"celery {name}": value for name, value in per_service.items()})
+    figures["celery peak RSS worker MB"] = run["peak RSS worker MB"]
+    figures["clobi/celery jobs/s"] = clobi_rate / rate
+    return figures
 
 
 def _start_rm(b: Bench) -> subprocess.Popen[bytes]:
@@ -207,7 +240,8 @@ def scale(
 ) -> Figures:
     figures: Figures = {}
     for vms in vm_counts:
-        figures[f"jobs/s with {vms} VMs"] = throughput(jobs=jobs, vms=vms, rm=False)["jobs/s"]
+        run = throughput(jobs=jobs, vms=vms, rm=False, celery=False)
+        figures[f"jobs/s with {vms} VMs"] = run["jobs/s"]
     for backlog in backlogs:
         figures[f"jobs/s with backlog {backlog}"] = _backlog_rate(backlog, min(backlog, jobs))
     return figures

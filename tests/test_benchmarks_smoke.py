@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -34,4 +35,8 @@ def test_every_benchmark_scenario_runs_at_smoke_size(tmp_path: Path) -> None:
     }
     throughput = {f["name"]: f["median"] for f in report["scenarios"]["throughput"]}
     assert throughput["jobs/s"] > 0 and throughput["requests/job all"] > 0
+    if importlib.util.find_spec("celery") is None:  # the `bench` extra is not installed
+        assert "Celery peer skipped" in done.stderr and "celery jobs/s" not in throughput
+    else:
+        assert throughput["celery jobs/s"] > 0 and throughput["clobi/celery jobs/s"] > 0
     assert report["machine"]["cores"] == os.cpu_count()
