@@ -8,24 +8,18 @@ is tested against a fake /dev, the mount only where root and a block device exis
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from job_agent.attachments import Attachment, EbsAttacher, device_letter
+from job_agent.mounts import may_mount, mount_read_only, unmount
 from job_agent.volumes import VolumeProvider
 from shared.errors import ClobiError
 
 log = logging.getLogger(__name__)
-CAP_SYS_ADMIN = 21
-MS_RDONLY, MS_NOSUID, MS_NODEV = 1, 2, 4
-MNT_DETACH = 2
-PREFERRED_FILESYSTEMS = ("ext4", "xfs", "squashfs", "erofs", "btrfs")
 
 
 class BlockDevices:
@@ -136,59 +130,3 @@ class EbsVolumes(VolumeProvider):
             self._root.rmdir()
         except OSError:
             pass  # never made, or something else lives there
-
-
-def may_mount() -> bool:
-    """Root, or the CAP_SYS_ADMIN capability the agent's systemd unit grants it."""
-    if os.geteuid() == 0:
-        return True
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return False
-    for line in status.splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
-    return False
-
-
-def mount_read_only(device: Path, target: Path, release: str) -> None:
-    """mount(2) itself: util-linux's mount refuses a caller that is not root even with
-    CAP_SYS_ADMIN, all the agent's systemd unit grants. Each block filesystem the kernel knows
-    is tried in turn, as `mount -t auto` does. Raises ClobiError."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    flags = MS_RDONLY | MS_NOSUID | MS_NODEV
-    failures = []
-    for fstype in _block_filesystems():
-        source, path = os.fsencode(device), os.fsencode(target)
-        if libc.mount(source, path, fstype.encode(), flags, None) == 0:
-            return
-        failures.append(ctypes.get_errno())
-    # EINVAL is what a filesystem that is not on the device answers: any other errno says more.
-    cause = next((e for e in failures if e != errno.EINVAL), errno.EINVAL)
-    raise ClobiError(f"release {release}: cannot mount {device} read-only: {os.strerror(cause)}")
-
-
-def _block_filesystems() -> list[str]:
-    """The filesystems the kernel can mount from a block device, the likely ones first."""
-    try:
-        lines = Path("/proc/filesystems").read_text().splitlines()
-    except OSError:
-        return list(PREFERRED_FILESYSTEMS)
-    known = [line.strip() for line in lines if not line.startswith("nodev")]
-    known = [name for name in known if name and name != "fuseblk"]
-    return [n for n in PREFERRED_FILESYSTEMS if n in known] + [
-        n for n in known if n not in PREFERRED_FILESYSTEMS
-    ]
-
-
-def unmount(target: Path) -> None:
-    """Unmount, lazily if it is busy, and remove the mount point. Never raises."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    path = os.fsencode(target)
-    if libc.umount2(path, 0) != 0 and libc.umount2(path, MNT_DETACH) != 0:
-        log.warning("cannot unmount %s: %s", target, os.strerror(ctypes.get_errno()))
-    try:
-        target.rmdir()
-    except OSError as err:
-        log.warning("cannot remove %s: %s", target, err.strerror)

@@ -2,7 +2,8 @@
 
 - `dir`: the release archive from S3, extracted once; read-only through a read-only bind mount
   when the agent is root, else through file modes. No root needed.
-- `loop`: an ext4 or squashfs image from S3, mounted read-only through a loop device (root).
+- `loop`: an ext4 or squashfs image from S3, mounted read-only through a loop device (root,
+  or CAP_SYS_ADMIN as the systemd unit grants).
 The session maps each release to its S3 key; the key's suffix says which kind it is.
 `ebs` volumes (EBS snapshots, EC2 VMs) are in ebs.py; releases.py picks a provider per release.
 """
@@ -13,11 +14,18 @@ import logging
 import os
 import shutil
 import stat
-import subprocess
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from job_agent.mounts import (
+    bind_read_only,
+    detach_loop,
+    loop_device,
+    may_mount,
+    mount_read_only,
+    unmount,
+)
 from shared.aws import Aws, translated
 from shared.errors import ClobiError, SandboxError
 from shared.naming import IMAGE_SUFFIX
@@ -48,6 +56,7 @@ class S3Volumes(VolumeProvider):
         self._lock = threading.Lock()
         self._mounted: dict[str, Path] = {}
         self._mounts: list[Path] = []  # kernel mounts to undo, in order
+        self._loops: list[Path] = []  # loop devices to detach after them
 
     def mount(self, release: str) -> Path:
         with self._lock:
@@ -80,40 +89,38 @@ class S3Volumes(VolumeProvider):
         finally:
             archive.unlink(missing_ok=True)
         _make_read_only(data)
-        target.mkdir()
-        if os.geteuid() == 0:  # file modes do not stop root: a read-only bind mount does
-            _run(["mount", "--bind", str(data), str(target)], release)
+        if may_mount():  # file modes do not stop root: a read-only bind mount does
+            target.mkdir()
+            bind_read_only(data, target, release)
             self._mounts.append(target)
-            _run(["mount", "-o", "remount,ro,bind", str(target)], release)
         else:
-            target.rmdir()
             data.rename(target)
 
     def _mount_image(self, release: str, image: Path, target: Path) -> None:
-        if os.geteuid() != 0:
-            raise ClobiError(f"release {release}: loop images need the agent to run as root")
+        if not may_mount():
+            raise ClobiError(f"release {release}: loop images need root or CAP_SYS_ADMIN")
+        device = loop_device(image, release)
         target.mkdir()
-        _run(["mount", "-o", "loop,ro", str(image), str(target)], release)
+        try:
+            mount_read_only(device, target, release)
+        except ClobiError:
+            detach_loop(device)
+            raise
         self._mounts.append(target)
+        self._loops.append(device)
 
     def unmount_all(self) -> None:
         with self._lock:
             for path in reversed(self._mounts):
-                subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+                unmount(path)
+            for device in self._loops:
+                detach_loop(device)
             self._mounts.clear()
+            self._loops.clear()
             self._mounted.clear()
             if self._root.exists():
                 _make_writable(self._root)
                 shutil.rmtree(self._root, ignore_errors=True)
-
-
-def _run(command: list[str], release: str) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise ClobiError(
-            f"release {release}: {' '.join(command[:2])} failed: "
-            f"{done.stderr.strip() or done.returncode}"
-        )
 
 
 def _clear(path: Path) -> None:
