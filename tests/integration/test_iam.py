@@ -39,6 +39,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from resource_manager.drivers.local import kill_session
 from resource_manager.policies import fill
 from shared import embedded
 from tests.helpers import wait_until
@@ -212,6 +213,9 @@ def test_each_component_works_with_its_policy_and_is_denied_other_sessions(
     finally:
         rm.terminate()
         _, rm_errors = rm.communicate(timeout=30)
+        if sys.exc_info()[0] is not None:  # failing: no cleanup below, so stop the VM here
+            for pid_file in (home / "vms").rglob("pid"):
+                kill_session(json.loads(pid_file.read_text())["pid"])
     assert "AccessDenied" not in rm_errors, rm_errors
     console = next((home / "vms").rglob("console.log")).read_text()
     assert "AccessDenied" not in console and "error" not in console.lower(), console

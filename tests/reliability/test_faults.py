@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +233,7 @@ def test_a_job_filling_the_disk_fails_alone_and_the_agent_goes_on(
     tmp_path: Path, make_session: Callable[..., Session], clobi_home: Path
 ) -> None:
     session = make_session(max_attempts=1)
-    with processes.tmpfs(clobi_home / "vms" / session.id, size="16m"):
+    with processes.tmpfs(clobi_home / "vms" / session.id, size="16m"), _stopped(session):
         Pool(session).start("local", 1)
         client = JobClient(session)
         filler = "dd if=/dev/zero of=big bs=1M count=64 2>/dev/null\necho filled\n"
@@ -243,8 +244,16 @@ def test_a_job_filling_the_disk_fails_alone_and_the_agent_goes_on(
         assert any("No space left on device" in detail for detail in errors), errors
         (after,) = client.submit(JobSpec(script=script(tmp_path, "echo fine\n", "after.sh")))
         assert client.wait([after], timeout=60)[0].state is JobState.SUCCEEDED
-        Pool(session).terminate_all()
     assert_invariants(session)
+
+
+@contextmanager
+def _stopped(session: Session) -> Iterator[None]:
+    """The session's VMs stopped on the way out (before their tmpfs goes, with their pids)."""
+    try:
+        yield
+    finally:
+        Pool(session).terminate_all()
 
 
 LIBFAKETIME = next(

@@ -28,11 +28,20 @@ from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.pool import Pool
 from shared.errors import ClobiError
+from shared.models import LocalCloud
 from shared.session import Session
 from tests.faults import processes
 from tests.faults.invariants import check
 
 pytestmark = pytest.mark.slow
+
+
+def _agent(session: Session, vm: str) -> bool:
+    try:
+        os.kill(processes.agent_pid(session, vm), 0)
+    except (AssertionError, ProcessLookupError):
+        return False
+    return True
 
 
 def test_soak_with_random_agent_faults(
@@ -45,7 +54,8 @@ def test_soak_with_random_agent_faults(
     seed = int(os.environ.get("CLOBI_SOAK_SEED", str(random.randrange(1 << 30))))
     chance = random.Random(seed)
     print(f"soak: {jobs_n} jobs on {vms_n} VMs, seed {seed}")
-    session = make_session(lease_s=4, heartbeat_s=0.5, max_attempts=6)
+    cloud = LocalCloud(name="local", driver="local", cores_per_vm=2, max_vms=vms_n * 20)
+    session = make_session(lease_s=4, heartbeat_s=0.5, max_attempts=6, clouds=(cloud,))
     resource_manager(session)
     pool, client = Pool(session), JobClient(session)
     pool.start("local", vms_n)
@@ -61,24 +71,25 @@ def test_soak_with_random_agent_faults(
 
     def chaos() -> None:
         while not done.wait(chance.uniform(1.0, 4.0)):
-            live = [vm for vm in pool.vms() if vm.state in ("starting", "running")]
-            if not live:
-                continue
-            vm = chance.choice(live).id
             try:
+                live = [vm.id for vm in pool.vms() if vm.state in ("starting", "running")]
+                alive = [vm for vm in live if _agent(session, vm)]
+                if len(alive) < vms_n:  # the pool keeps its size: replacements
+                    pool.start("local", vms_n - len(alive))
+                if not alive:
+                    continue
+                vm = chance.choice(alive)
                 pid = processes.agent_pid(session, vm)
                 kind = chance.choice(["kill", "freeze", "terminate"])
                 if kind == "kill":
                     processes.kill(pid)
                     pool.kill([vm])
-                    pool.start("local", 1)
                 elif kind == "freeze":
                     processes.freeze(pid)
                     done.wait(session.info.config.lease_s * 1.5)
                     processes.thaw(pid)
                 else:
                     processes.terminate(pid)
-                    pool.start("local", 1)
                 faults[kind] += 1
             except (AssertionError, ProcessLookupError, ClobiError) as err:
                 faults[f"skipped: {type(err).__name__}"] += 1
