@@ -336,7 +336,8 @@ class JobAgent:
         """Apart from the heartbeat, which may hang in a request to an unreachable endpoint."""
         while not self.stopping.wait(min(1.0, self.config.heartbeat_s)):
             for attempt in self.running():
-                attempt.holds_lease()
+                if not attempt.ended:
+                    attempt.holds_lease()
 
     def _vm_heartbeat(self) -> None:
         running = self.running()
@@ -364,6 +365,8 @@ class JobAgent:
     def _renew_leases(self, everyone: bool) -> None:
         """Renew the leases when due; attempts with events held back are renewed at once."""
         for attempt in self.running():
+            if attempt.ended:
+                continue
             events = attempt.take_events()
             if not (everyone or events):
                 continue

@@ -73,6 +73,7 @@ class Attempt:
         self._pending_kill: Reason | None = None
         self._lock = threading.Lock()
         self.fenced = False
+        self.ended = False
         self.last_renewed = time.monotonic()
         self._prefix = naming.attempt_prefix(session.info.prefix, task.id, task.attempt)
         # The `started` event goes with the attempt's first write: a lease renewal soon after
@@ -129,6 +130,7 @@ class Attempt:
             if outcome is not None and self.holds_lease():
                 events = self.take_events()
                 state = self._session.jobs.complete(self.task, self._vm, outcome, events)
+                self.ended = True  # recorded (or superseded): no lease to renew any more
                 if state is None:
                     log.warning(
                         "job %s attempt %d was superseded; result dropped",
