@@ -29,9 +29,14 @@ from job_agent.mounts import (
 from shared.aws import Aws, translated
 from shared.errors import ClobiError, SandboxError
 from shared.naming import IMAGE_SUFFIX
-from shared.sandbox import extract
+from shared.sandbox import Limits, extract
 
 log = logging.getLogger(__name__)
+# A software release is bigger than a job's sandbox: many files, some of them large. The same
+# checks on every member (no links, no `..`, no devices), with room for a real release.
+RELEASE_LIMITS = Limits(
+    max_members=2_000_000, max_member_bytes=64 * 1024**3, max_total_bytes=512 * 1024**3
+)
 
 
 class VolumeProvider(ABC):
@@ -83,7 +88,7 @@ class S3Volumes(VolumeProvider):
         data = self._root / f".{release}.data"
         _clear(data)
         try:
-            extract(archive, data)
+            extract(archive, data, RELEASE_LIMITS)
         except SandboxError as err:
             raise ClobiError(f"release {release}: {err}") from None
         finally:

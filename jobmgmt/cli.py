@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from jobmgmt.client import JobClient, as_dicts, connect, summary
-from shared.cli import Progress, add_json, add_session, print_json, print_table
+from shared.cli import Progress, add_json, add_session, print_json, print_table, seconds
 from shared.config import load_job_file, parse
 from shared.errors import ClobiError
 from shared.models import JobSpec, JobState, JobStatus
@@ -75,7 +75,7 @@ def register(commands: Any) -> None:
         f"{EXIT_TIMEOUT} on timeout.",
     )
     wait.add_argument("jobs", nargs="*", metavar="JOB")
-    wait.add_argument("--timeout", type=float, metavar="SECONDS")
+    wait.add_argument("--timeout", type=seconds, metavar="SECONDS")
     add_session(wait)
     add_json(wait)
     wait.set_defaults(func=_wait)

@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jobmgmt.validate import validate
+from jobmgmt.validate import validate_all
 from shared import naming, sandbox, sessionfile
 from shared.aws import translated
 from shared.dispatch import Dispatcher
-from shared.errors import AwsError, ClobiError, JobNotFound
+from shared.errors import AwsError, ClobiError, ConfigError, JobNotFound
 from shared.events import Event
 from shared.jobs import NewJob, status_of
 from shared.models import JobSpec, JobState, JobStatus
@@ -54,8 +54,7 @@ class JobClient:
         and returns the same ids. Everything is validated before anything is sent."""
         specs = [specs] if isinstance(specs, JobSpec) else list(specs)
         config = self.session.info.config
-        for spec in specs:
-            validate(spec, self.session.info)
+        validate_all(specs, self.session.info)
         batch = naming.batch_id(self.session.id, token)
         seq0 = time.time_ns() // 1_000_000 * 100_000
         jobs: list[NewJob] = []
@@ -129,10 +128,7 @@ class JobClient:
         """Status rows, by id or for the whole session (index queries, never a table scan)."""
         ids = list(ids or [])
         if ids:
-            items = self._jobs.get_many(ids)
-            missing = [i for i in ids if i not in items]
-            if missing:
-                raise JobNotFound(f"no job {missing[0]} in session {self.session.id}")
+            items = self._existing(ids)
             rows = [status_of(items[i]) for i in ids]
         else:
             states = [JobState(state)] if state else list(JobState)
@@ -167,16 +163,19 @@ class JobClient:
             )
 
     def events(self, ids: Iterable[str]) -> list[Event]:
+        ids = list(self._existing(ids))
         found = [e for job_id in ids for e in self.session.events.for_job(job_id)]
         return sorted(found, key=lambda e: e.at)
 
     def logs(self, job_id: str) -> dict[str, str]:
         """stdout and stderr of a job's latest attempt: from its result when it has one, else
         what its agent has shipped so far (running jobs ship every `log_ship_s`)."""
-        item = self._jobs.get(job_id)
+        item = self._existing([job_id])[job_id]
         if item.get("result_key"):
+            # the agent cut each stream at max_log_bytes, and added a line saying so
+            cap = self.session.info.config.max_log_bytes + 1024
             streams = sandbox.read_members(
-                self._get(item["result_key"]) or b"", ("stdout", "stderr")
+                self._get(item["result_key"]) or b"", ("stdout", "stderr"), cap
             )
             return {name: data.decode("utf-8", errors="replace") for name, data in streams.items()}
         prefix = naming.attempt_prefix(self.session.info.prefix, job_id, int(item["attempt"]))
@@ -184,6 +183,20 @@ class JobClient:
             stream: (self._get(prefix + stream) or b"").decode("utf-8", errors="replace")
             for stream in ("stdout", "stderr")
         }
+
+    def _existing(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The items of these jobs, in order; raises for a malformed or unknown id."""
+        ids = list(ids)
+        for job_id in ids:
+            if not naming.is_job_id(job_id):
+                raise ConfigError(
+                    f"malformed job id {job_id[:80]!r} (job ids look like 1a2b3c4d.0)"
+                )
+        items = self._jobs.get_many(ids)
+        missing = [i for i in ids if i not in items]
+        if missing:
+            raise JobNotFound(f"no job {missing[0]} in session {self.session.id}")
+        return {i: items[i] for i in ids}
 
     def _get(self, key: str) -> bytes | None:
         try:
@@ -199,7 +212,9 @@ class JobClient:
 
     def cancel(self, ids: Iterable[str]) -> dict[str, str]:
         """Cancel jobs: queued ones at once, running ones through their agent (seconds).
-        Returns, per job, `cancelled`, `cancelling` or `finished` (too late)."""
+        Returns, per job, `cancelled`, `cancelling` or `finished` (too late). An unknown id
+        cancels nothing."""
+        ids = list(self._existing(ids))
         return {job_id: self.session.cancel(job_id) for job_id in ids}
 
     def fetch(
@@ -229,9 +244,11 @@ class JobClient:
         archive = self._get(row.result_key)
         if archive is None:
             raise ClobiError(f"job {row.id}: its result {row.result_key} is missing")
-        target.mkdir(parents=True, exist_ok=True)
         try:
+            target.mkdir(parents=True, exist_ok=True)
             sandbox.extract(archive, target)
+        except OSError as err:
+            raise ClobiError(f"job {row.id}: cannot write into {target}: {err.strerror}") from None
         except ClobiError as err:
             raise ClobiError(f"job {row.id}: {err}") from None
         marker.write_text(row.result_key + "\n")

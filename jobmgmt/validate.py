@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import stat
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from shared.errors import ValidationError
 from shared.models import JobSpec, SessionInfo
+from shared.sandbox import DEFAULT_LIMITS
 
 MAX_SANDBOX_BYTES = 256 * 1024**2
-MAX_ENV_BYTES = 64 * 1024
+# env, args and outputs travel in the job item: DynamoDB holds 400 KB an item and 4 MB a
+# transaction (jobs are created 50 a transaction), so a spec's share stays far below both.
+MAX_TASK_BYTES = 64 * 1024
+MAX_JOBS_PER_SUBMIT = 100_000
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_ENV = ("CLOBI_", "AWS_")  # set by the agent; AWS_* would redirect its credentials
+
+
+def validate_all(specs: Sequence[JobSpec], info: SessionInfo) -> None:
+    """Every spec of one submit, and their total count."""
+    for spec in specs:
+        validate(spec, info)
+    total = sum(spec.count for spec in specs)
+    if total > MAX_JOBS_PER_SUBMIT:
+        raise ValidationError(
+            f"{total} jobs in one submit; the limit is {MAX_JOBS_PER_SUBMIT} (submit in parts)"
+        )
 
 
 def validate(spec: JobSpec, info: SessionInfo) -> None:
     config = info.config
-    script = Path(spec.script)
-    if not script.is_file():
-        raise ValidationError(f"script {spec.script}: no such file")
-    total = script.stat().st_size
-    for path in spec.inputs:
-        if not Path(path).exists():
-            raise ValidationError(f"input {path}: no such file or directory")
-        total += _size(Path(path))
-    if total > MAX_SANDBOX_BYTES:
-        raise ValidationError(
-            f"inputs of {spec.script} are {total} bytes; the limit is "
-            f"{MAX_SANDBOX_BYTES} (put big data in S3 or a release)"
-        )
-    names = [script.name] + [Path(p).name for p in spec.inputs]
-    if len(set(names)) != len(names):
-        raise ValidationError(f"two inputs of {spec.script} have the same name")
+    _check_sandbox(spec)
     priority = spec.priority or config.default_priority
     if not 1 <= priority <= config.priorities:
         raise ValidationError(
@@ -41,23 +47,79 @@ def validate(spec: JobSpec, info: SessionInfo) -> None:
         raise ValidationError(
             f"release {spec.release!r} is not known to the session (known: {known})"
         )
-    for pattern in spec.outputs:
-        parts = PurePosixPath(pattern).parts
-        if not pattern or pattern.startswith("/") or ".." in parts:
-            raise ValidationError(f"output pattern {pattern!r}: must be relative, without '..'")
-    for key in spec.env:
-        if not key.isidentifier() or key.startswith("CLOBI_"):
-            raise ValidationError(f"env {key!r}: not a valid variable name (or reserved CLOBI_)")
-    if sum(len(k) + len(v) for k, v in spec.env.items()) > MAX_ENV_BYTES:
-        raise ValidationError(f"env of {spec.script} is larger than {MAX_ENV_BYTES} bytes")
     cores_max = max((c.cores_per_vm for c in config.clouds), default=spec.cores)
     if spec.cores > cores_max:
         raise ValidationError(
             f"{spec.cores} cores asked, but the largest VM of the session has {cores_max}"
         )
+    _check_task(spec)
 
 
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(Path(d, f).stat().st_size for d, _, files in os.walk(path) for f in files)
+def _check_sandbox(spec: JobSpec) -> None:
+    """Script and inputs: regular files and directories only (as `sandbox.pack` takes them),
+    within the size and member limits the agent extracts with."""
+    script = Path(spec.script)
+    if not script.is_file() or script.is_symlink():
+        what = "no such file" if not script.exists() else "not a regular file (or a link)"
+        raise ValidationError(f"script {spec.script}: {what}")
+    if not os.access(script, os.R_OK):
+        raise ValidationError(f"script {spec.script}: not readable")
+    total, members = script.stat().st_size, 1
+    for path in spec.inputs:
+        if not os.path.lexists(path):
+            raise ValidationError(f"input {path}: no such file or directory")
+        size, count = _measure(Path(path))
+        total, members = total + size, members + count
+    if total > MAX_SANDBOX_BYTES:
+        raise ValidationError(
+            f"inputs of {spec.script} are {total} bytes; the limit is "
+            f"{MAX_SANDBOX_BYTES} (put big data in S3 or a release)"
+        )
+    if members > DEFAULT_LIMITS.max_members:
+        raise ValidationError(
+            f"inputs of {spec.script} hold {members} files and directories; the limit is "
+            f"{DEFAULT_LIMITS.max_members} (pack them into an archive)"
+        )
+    names = [script.name] + [Path(p).name for p in spec.inputs]
+    if len(set(names)) != len(names):
+        raise ValidationError(f"two inputs of {spec.script} have the same name")
+
+
+def _measure(path: Path) -> tuple[int, int]:
+    """Bytes and archive members of one input; links and special files are refused."""
+    mode = path.lstat().st_mode
+    if stat.S_ISREG(mode):
+        if not os.access(path, os.R_OK):
+            raise ValidationError(f"input {path}: not readable")
+        return path.stat().st_size, 1
+    if not stat.S_ISDIR(mode):
+        kind = "a link" if stat.S_ISLNK(mode) else "not a regular file or directory"
+        raise ValidationError(f"input {path}: {kind} (a sandbox holds files and directories)")
+    total, members = 0, 1
+    for child in path.iterdir():
+        size, count = _measure(child)
+        total, members = total + size, members + count
+    return total, members
+
+
+def _check_task(spec: JobSpec) -> None:
+    """What goes into the job item: outputs, env and args."""
+    for pattern in spec.outputs:
+        parts = PurePosixPath(pattern).parts
+        if not pattern or pattern.startswith("/") or ".." in parts:
+            raise ValidationError(f"output pattern {pattern!r}: must be relative, without '..'")
+    for key, value in spec.env.items():
+        if not ENV_NAME.match(key):
+            raise ValidationError(f"env {key[:64]!r}: not a valid variable name")
+        if key.upper().startswith(RESERVED_ENV):
+            raise ValidationError(f"env {key!r}: CLOBI_* and AWS_* variables are reserved")
+        if "\0" in value:
+            raise ValidationError(f"env {key!r}: the value holds a NUL character")
+    if any("\0" in arg for arg in spec.args):
+        raise ValidationError(f"args of {spec.script}: an argument holds a NUL character")
+    size = len(json.dumps([spec.env, spec.args, spec.outputs, spec.name]).encode())
+    if size > MAX_TASK_BYTES:
+        raise ValidationError(
+            f"env, args and outputs of {spec.script} take {size} bytes; the limit is "
+            f"{MAX_TASK_BYTES} (a job must fit in a DynamoDB item: put big data in an input file)"
+        )

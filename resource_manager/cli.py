@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -17,7 +18,15 @@ from resource_manager.pool import Pool
 from resource_manager.simulate import POLICIES, read_trace, simulate
 from resource_manager.template import write_template
 from shared import endpoint, sessionfile
-from shared.cli import Progress, add_json, add_session, print_json, print_table
+from shared.cli import (
+    Progress,
+    add_json,
+    add_session,
+    interval,
+    port,
+    print_json,
+    print_table,
+)
 from shared.config import load_session_config
 from shared.errors import ClobiError
 from shared.events import SESSION_KEY
@@ -44,7 +53,7 @@ def _register_rm(commands: Any) -> None:
     rm.add_argument("--headless", action="store_true", help="no screen: log to stderr")
     rm.add_argument(
         "--interval",
-        type=float,
+        type=interval,
         metavar="SECONDS",
         help="seconds between monitor steps (default: a quarter lease, at most 10)",
     )
@@ -53,6 +62,7 @@ def _register_rm(commands: Any) -> None:
 
 
 def _rm(args: argparse.Namespace) -> int:
+    os.environ["AWS_SDK_UA_APP_ID"] = "clobi-rm"  # in every request's User-Agent
     pool = _pool(args)
     if args.headless:
         return run_headless(pool, args.interval)
@@ -79,7 +89,7 @@ def _register_local(commands: Any) -> None:
     up = sub.add_parser("up", help="start it (idempotent); prints its URL as the last line")
     up.add_argument(
         "--port",
-        type=int,
+        type=port,
         default=endpoint.DEFAULT_PORT,
         help=f"port on 127.0.0.1 (default {endpoint.DEFAULT_PORT}; 0 = any free)",
     )
@@ -374,7 +384,7 @@ def _autoscale(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    config = load_session_config(args.config)
+    config = load_session_config(args.config, check_files=False)  # no release is uploaded
     jobs = read_trace(args.trace)
     names = list(POLICIES) if args.policy == "all" else [args.policy]
     reports = {name: simulate(config, jobs, name) for name in names}

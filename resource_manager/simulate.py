@@ -41,6 +41,8 @@ def read_trace(path: Path) -> list[Job]:
             rows = list(csv.DictReader(handle))
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a CSV file: not UTF-8 (byte {err.start})") from None
     jobs = []
     for number, row in enumerate(rows, start=2):
         try:

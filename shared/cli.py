@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,40 @@ def add_json(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print one JSON document on stdout and nothing else there",
     )
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a duration of zero seconds or more."""
+    value = _number(text, "a number of seconds")
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be 0 seconds or more: {text}")
+    return value
+
+
+def interval(text: str) -> float:
+    """An argparse type: the seconds between two steps of a loop, more than zero."""
+    value = _number(text, "a number of seconds")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text}")
+    return value
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, or 0 for any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535: {text}")
+    return value
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
 
 
 def print_json(data: Any) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
 
 from shared.errors import ConfigError
-from shared.models import JobSpec, SessionConfig
+from shared.models import Ec2Cloud, JobSpec, SessionConfig
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -17,22 +18,30 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 def describe(err: pydantic.ValidationError, source: str) -> str:
     """The first problem of a pydantic error as one line: `source: key.path: what is wrong`."""
     first = err.errors()[0]
-    where = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
+    loc = first["loc"]
+    # A cloud's errors are located as clouds.0.<driver>.key: the driver tag is no key.
+    where = ".".join(str(part) for i, part in enumerate(loc) if not (i == 2 and loc[0] == "clouds"))
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        where += "." + str(first.get("ctx", {}).get("discriminator", "")).strip("'")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
-    elif first["type"] == "missing":
+    elif first["type"] in ("missing", "union_tag_not_found"):
         message = "required key is missing"
     else:
-        message = first["msg"]
-        if "input" in first and first["type"] not in ("union_tag_invalid",):
-            message += f" (got {first['input']!r})"
+        message = first["msg"].removeprefix("Value error, ")
+        value = first.get("input")
+        if "input" in first and first["type"] != "union_tag_invalid":
+            # the whole table as "got" would hide the problem in a long line
+            message += "" if isinstance(value, dict | list) else f" (got {_short(value)})"
     more = len(err.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{source}: {where or '<top>'}: {message}{suffix}"
 
 
-def _is_union_tag(part: Any) -> bool:
-    return part in ("local", "ec2")
+def _short(value: Any) -> str:
+    """A value for an error line: its repr, cut so that a huge one keeps the line readable."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse(model: type[M], data: Any, source: str) -> M:
@@ -50,19 +59,48 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 (byte {err.start})") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
 
 
-def load_session_config(path: Path) -> SessionConfig:
-    """Validate a session config; release archive paths are made relative to its folder."""
+def load_session_config(path: Path, check_files: bool = True) -> SessionConfig:
+    """Validate a session config. The files it names (release archives and images, a wheel)
+    are relative to its folder and, with `check_files`, must exist."""
     data = read_toml(path)
-    for release in (data.get("releases") or {}).values():
-        if isinstance(release, dict):
-            for key in ("archive", "image"):
-                if isinstance(release.get(key), str):
-                    release[key] = str((path.parent / release[key]).resolve())
-    return parse(SessionConfig, data, str(path))
+    for section, keys in (("releases", ("archive", "image")), ("clouds", ("wheel",))):
+        for entry in _entries(data.get(section)):
+            for key in keys:
+                if isinstance(entry.get(key), str):
+                    entry[key] = str((path.parent / entry[key]).resolve())
+    config = parse(SessionConfig, data, str(path))
+    if check_files:
+        for where, file in _files(config):
+            if not Path(file).is_file():
+                raise ConfigError(f"{path}: {where}: {file} does not exist")
+    return config
+
+
+def _entries(section: Any) -> list[dict[str, Any]]:
+    """The tables of a `[releases.*]` or `[[clouds]]` section, whatever its shape."""
+    values = section.values() if isinstance(section, dict) else section
+    return [v for v in values if isinstance(v, dict)] if isinstance(values, Iterable) else []
+
+
+def _files(config: SessionConfig) -> list[tuple[str, str]]:
+    found = [
+        (f"releases.{name}.{key}", file)
+        for name, release in config.releases.items()
+        for key, file in (("archive", release.archive), ("image", release.image))
+        if file
+    ]
+    found += [
+        (f"clouds.{i}.wheel", cloud.wheel)
+        for i, cloud in enumerate(config.clouds)
+        if isinstance(cloud, Ec2Cloud) and cloud.wheel
+    ]
+    return found
 
 
 def load_job_file(path: Path) -> list[JobSpec]:

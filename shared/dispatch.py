@@ -16,6 +16,7 @@ also rings a doorbell: a wake message in p1, on which an idle agent sweeps every
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -40,10 +41,19 @@ def effective_priority(
     return min(top, priority + int(waited_s // starvation_s))
 
 
+EMPTY_SKIP_S = 2.0  # a priority found with nothing pending is not asked again for this long
+
+
 class Dispatcher:
+    """A long-lived dispatcher (an agent's, the Resource Manager's) remembers the priorities
+    it found with nothing pending and skips them for EMPTY_SKIP_S: each ask is a query on the
+    job table's index, and moto walks the whole table for one. Work submitted meanwhile is
+    released by its submitter's own fill (a fresh Dispatcher), or a moment later."""
+
     def __init__(self, session: Session) -> None:
         self._session = session
         self._config = session.info.config
+        self._empty_until: dict[int, float] = {}
 
     def fill(self, min_room: int = 1) -> int:
         """Release messages for pending jobs until the window is full; returns how many.
@@ -56,7 +66,12 @@ class Dispatcher:
         now = utcnow()
         candidates: list[tuple[int, int, dict[str, Any]]] = []
         for priority in range(1, self._config.priorities + 1):
-            for item in self._session.jobs.by_dispatch(pending_key(priority), limit=room):
+            if self._empty_until.get(priority, 0.0) > time.monotonic():
+                continue
+            found = list(self._session.jobs.by_dispatch(pending_key(priority), limit=room))
+            if not found:
+                self._empty_until[priority] = time.monotonic() + EMPTY_SKIP_S
+            for item in found:
                 eff = effective_priority(
                     priority,
                     parse_iso(item.get("submitted_at")),

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,19}$"
 SNAPSHOT_PATTERN = r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$"
+REGION_PATTERN = r"^[a-z]{2,}(-[a-z]+)+-[0-9]+$"
+RELEASE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
+def _url(value: str) -> str:
+    # Checked here: botocore would only refuse it at the first request, with a traceback.
+    url = urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _endpoint(value: str) -> str:
+    if value != "local" and urlsplit(value).scheme not in ("http", "https"):
+        raise ValueError('must be "local" or an http:// or https:// URL')
+    return value if value == "local" else _url(value)
+
+
+Region = Annotated[str, Field(pattern=REGION_PATTERN)]
+HttpUrl = Annotated[str, AfterValidator(_url)]
+EndpointUrl = Annotated[str, AfterValidator(_endpoint)]  # "local": the embedded endpoint
 
 
 class Frozen(BaseModel):
@@ -57,6 +87,10 @@ class LocalCloud(Frozen):
         "instance profile (default: the credentials of whoever starts the VM)",
     )
 
+    @model_validator(mode="after")
+    def _min_within_max(self) -> LocalCloud:
+        return _check_vm_range(self)
+
 
 class Ec2Cloud(Frozen):
     """VMs are EC2 instances booted from an AMI with the agent installed."""
@@ -74,8 +108,8 @@ class Ec2Cloud(Frozen):
     instance_profile: str | None = None
     subnet_id: str | None = None
     security_group_ids: tuple[str, ...] = ()
-    region: str | None = None
-    endpoint_url: str | None = None
+    region: Region | None = None
+    endpoint_url: HttpUrl | None = None
     install: Literal["image", "wheel"] = Field(
         default="image",
         description="image: the AMI has clobi (vm-image/clobi.pkr.hcl); wheel: cloud-init installs "
@@ -84,6 +118,16 @@ class Ec2Cloud(Frozen):
     wheel: str | None = Field(
         default=None, description="the wheel to upload for install = 'wheel' (default: built)"
     )
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> Ec2Cloud:
+        return _check_vm_range(self)
+
+
+def _check_vm_range(cloud: Any) -> Any:
+    if cloud.min_vms > cloud.max_vms:
+        raise ValueError(f"min_vms ({cloud.min_vms}) is above max_vms ({cloud.max_vms})")
+    return cloud
 
 
 CloudConfig = Annotated[LocalCloud | Ec2Cloud, Field(discriminator="driver")]
@@ -105,8 +149,8 @@ class SessionConfig(Frozen):
     """A session's config file, validated; unknown keys are errors."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    region: str = "us-east-1"
-    endpoint_url: str | None = None
+    region: Region = "us-east-1"
+    endpoint_url: EndpointUrl | None = None
     bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")] = "clobi-sessions"
     priorities: Annotated[int, Field(ge=1, le=10)] = 3
     default_priority: Annotated[int, Field(ge=1, le=10)] = 1
@@ -122,6 +166,31 @@ class SessionConfig(Frozen):
     releases: dict[str, ReleaseConfig] = {}
     clouds: tuple[CloudConfig, ...] = ()
     autoscale: AutoscaleConfig = AutoscaleConfig()
+
+    @field_validator("default_priority")
+    @classmethod
+    def _default_within_priorities(cls, value: int, info: Any) -> int:
+        priorities = info.data.get("priorities")
+        if priorities is not None and value > priorities:
+            raise ValueError(f"must be at most priorities ({priorities})")
+        return value
+
+    @field_validator("releases")
+    @classmethod
+    def _release_names(cls, releases: dict[str, ReleaseConfig]) -> dict[str, ReleaseConfig]:
+        for name in releases:  # a release name is a path component on the VMs and in S3
+            if not re.fullmatch(RELEASE_PATTERN, name):
+                raise ValueError(f"{name!r} is no release name (letters, digits, '.', '_', '-')")
+        return releases
+
+    @field_validator("clouds")
+    @classmethod
+    def _unique_cloud_names(cls, clouds: tuple[CloudConfig, ...]) -> tuple[CloudConfig, ...]:
+        names = [cloud.name for cloud in clouds]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two clouds are named {name!r}")
+        return clouds
 
     @field_validator("heartbeat_s")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 from shared.timeutil import utcnow
@@ -79,3 +80,11 @@ def batch_id(session_id: str, token: str | None) -> str:
 def job_id(batch: str, index: int) -> str:
     """`<batch>.<index>`, like HTCondor's cluster.proc."""
     return f"{batch}.{index}"
+
+
+JOB_ID = re.compile(r"[0-9A-Za-z_-]{1,64}\.[0-9]{1,9}")
+
+
+def is_job_id(text: str) -> bool:
+    """Whether `text` has the shape of a job id (and so may be looked up at all)."""
+    return JOB_ID.fullmatch(text) is not None

@@ -1,7 +1,8 @@
 """Sandbox archives: deterministic tar.gz on the way in, checked member by member on the way out.
 
 Extraction accepts regular files and directories only, with relative paths inside the
-destination, no `..`, no links or devices, no setuid/setgid bits, and size and count limits.
+destination, no `..`, no links or devices, and size and count limits. Members with setuid/setgid
+bits are refused, not stripped: `pack` never writes them, so such an archive was crafted.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+MAX_NAME_BYTES = 255  # one path component, as Linux file systems allow
 
 
 def pack(entries: Iterable[tuple[str, Path]]) -> bytes:
@@ -73,7 +75,8 @@ def digest(data: bytes) -> str:
 
 
 def extract(data: bytes | Path, dest: Path, limits: Limits = DEFAULT_LIMITS) -> list[Path]:
-    """Check every member, then extract into `dest`; raises SandboxError naming the member."""
+    """Check every member, then extract into `dest`; raises SandboxError naming the member.
+    Nothing is written through a link that `dest` already holds."""
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     stream = open(data, "rb") if isinstance(data, Path) else io.BytesIO(data)  # noqa: SIM115
@@ -82,64 +85,133 @@ def extract(data: bytes | Path, dest: Path, limits: Limits = DEFAULT_LIMITS) -> 
             members = _checked(tar, limits)
             written = []
             for member in members:
-                target = root.joinpath(*PurePosixPath(member.name).parts)
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                source = tar.extractfile(member)
-                assert source is not None
-                with open(target, "wb") as out:
-                    _copy_limited(source, out, member)
-                os.chmod(target, member.mode & 0o755)
+                target = _target(root, member)
+                try:
+                    if member.isdir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    _write_file(source, target, member)
+                except OSError as err:  # the file system's refusal, or a corrupt stream
+                    raise SandboxError(
+                        f"sandbox member {_label(member.name)}: cannot extract: "
+                        f"{err.strerror or err}"
+                    ) from None
                 written.append(target)
             return written
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as err:
-        raise SandboxError(f"sandbox archive is unreadable: {err}") from None
+        raise SandboxError(f"sandbox archive is unreadable: {_why(err)}") from None
     finally:
         stream.close()
 
 
-def read_members(data: bytes, names: Iterable[str]) -> dict[str, bytes]:
-    """Read a few named regular files of an archive into memory (missing ones are empty)."""
+def _target(root: Path, member: tarfile.TarInfo) -> Path:
+    """Where a member goes; refused if a link in the destination is on its way."""
+    target = root
+    for part in PurePosixPath(member.name).parts:
+        target = target / part
+        if target.is_symlink():
+            raise SandboxError(
+                f"sandbox member {_label(member.name)}: the destination holds a link at {target}"
+            )
+    return target
+
+
+def _write_file(source: IO[bytes], target: Path, member: tarfile.TarInfo) -> None:
+    # O_NOFOLLOW: a link that appeared since _target looked is not followed either.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+    with open(os.open(target, flags, 0o600), "wb") as out:
+        _copy_limited(source, out, member)
+        os.fchmod(out.fileno(), member.mode & 0o755)
+
+
+def read_members(data: bytes, names: Iterable[str], max_bytes: int) -> dict[str, bytes]:
+    """Read a few named regular files of an archive into memory (missing ones are empty);
+    one larger than `max_bytes` is refused, not read."""
     wanted = set(names)
     found = dict.fromkeys(wanted, b"")
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
             for member in tar:
                 if member.name in wanted and member.isfile():
+                    if member.size > max_bytes:
+                        raise SandboxError(
+                            f"sandbox member {_label(member.name)}: larger than {max_bytes} B"
+                        )
                     source = tar.extractfile(member)
                     if source is not None:
                         found[member.name] = source.read()
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise SandboxError(f"result archive is unreadable: {err}") from None
+        raise SandboxError(f"result archive is unreadable: {_why(err)}") from None
     return found
 
 
 def _checked(tar: tarfile.TarFile, limits: Limits) -> list[tarfile.TarInfo]:
     members: list[tarfile.TarInfo] = []
+    kinds: dict[PurePosixPath, bool] = {}  # path -> is a directory, across the archive
     total = 0
     for member in tar:
         if len(members) >= limits.max_members:
-            raise SandboxError(f"sandbox has more than {limits.max_members} members")
-        name = member.name
-        path = PurePosixPath(name)
-        if path.is_absolute() or name.startswith("/"):
-            raise SandboxError(f"sandbox member {name!r}: absolute path")
-        if ".." in path.parts:
-            raise SandboxError(f"sandbox member {name!r}: '..' in path")
-        if not (member.isfile() or member.isdir()):
-            kind = "link" if member.issym() or member.islnk() else "special file"
-            raise SandboxError(f"sandbox member {name!r}: {kind} not allowed")
-        if member.mode & (stat.S_ISUID | stat.S_ISGID):
-            raise SandboxError(f"sandbox member {name!r}: setuid/setgid bit not allowed")
-        if member.size > limits.max_member_bytes:
-            raise SandboxError(f"sandbox member {name!r}: larger than {limits.max_member_bytes} B")
+            raise SandboxError(
+                f"sandbox member {_label(member.name)}: the sandbox has more than "
+                f"{limits.max_members} members"
+            )
+        _check_member(member, limits)
+        _check_kind(member, kinds)
         total += member.size
         if total > limits.max_total_bytes:
-            raise SandboxError(f"sandbox is larger than {limits.max_total_bytes} bytes")
+            raise SandboxError(
+                f"sandbox member {_label(member.name)}: the sandbox is larger than "
+                f"{limits.max_total_bytes} bytes"
+            )
         members.append(member)
     return members
+
+
+def _check_member(member: tarfile.TarInfo, limits: Limits) -> None:
+    name = member.name
+    label = _label(name)
+    path = PurePosixPath(name)
+    if path.is_absolute() or name.startswith("/"):
+        raise SandboxError(f"sandbox member {label}: absolute path")
+    if ".." in path.parts:
+        raise SandboxError(f"sandbox member {label}: '..' in path")
+    if not (member.isfile() or member.isdir()):
+        kind = "link" if member.issym() or member.islnk() else "special file"
+        raise SandboxError(f"sandbox member {label}: {kind} not allowed")
+    if member.mode & (stat.S_ISUID | stat.S_ISGID):
+        raise SandboxError(f"sandbox member {label}: setuid/setgid bit not allowed")
+    if member.isfile() and not path.parts:
+        raise SandboxError(f"sandbox member {label}: a file without a name")
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in path.parts):
+        raise SandboxError(f"sandbox member {label}: name longer than {MAX_NAME_BYTES} bytes")
+    if member.size > limits.max_member_bytes:
+        raise SandboxError(f"sandbox member {label}: larger than {limits.max_member_bytes} B")
+
+
+def _check_kind(member: tarfile.TarInfo, kinds: dict[PurePosixPath, bool]) -> None:
+    """A path is a file or a directory throughout the archive, never both."""
+    path = PurePosixPath(member.name)
+    for parent in list(path.parents)[:-1]:  # without "."
+        if not kinds.setdefault(parent, True):
+            raise SandboxError(f"sandbox member {_label(member.name)}: {parent} is a file")
+    if path.parts and kinds.setdefault(path, member.isdir()) is not member.isdir():
+        raise SandboxError(f"sandbox member {_label(member.name)}: both a file and a directory")
+
+
+def _why(err: BaseException) -> str:
+    """tarfile's reason on one line (having tried each compression, it lists one a line)."""
+    lines = str(err).splitlines()
+    if len(lines) > 1:
+        return "not a tar archive (plain, gz, bz2 or xz)"
+    return lines[0] if lines else type(err).__name__
+
+
+def _label(name: str) -> str:
+    """A member name for an error line, cut if it is absurdly long."""
+    return repr(name if len(name) <= 100 else name[:97] + "...")
 
 
 def _copy_limited(source: IO[bytes], out: IO[bytes], member: tarfile.TarInfo) -> None:

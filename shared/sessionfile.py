@@ -33,6 +33,8 @@ def read(path: Path) -> SessionInfo:
         return SessionInfo.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise SessionNotFound(f"no session file {path}") from None
+    except OSError as err:
+        raise SessionNotFound(f"{path}: cannot read: {err.strerror}") from None
     except pydantic.ValidationError as err:
         count = err.error_count()
         raise SessionNotFound(f"{path}: not a clobi session file ({count} errors)") from None

@@ -109,7 +109,8 @@ def test_cancel_by_filter_asks_for_yes_and_cancels_only_the_matches(
     assert done.json() == {job_id: "cancelled" for job_id in drop}
     assert {r.id for r in client.status(state="cancelled")} == set(drop)
     assert {r.id for r in client.status(state="queued")} == set(keep)
-    assert cli("cancel", "nope.0", *sid).err == "clobi: error: no job nope.0\n"
+    unknown = cli("cancel", "nope.0", *sid).err
+    assert unknown == f"clobi: error: no job nope.0 in session {session.id}\n"
 
 
 def test_a_job_file_with_many_tables_and_counts(

@@ -56,6 +56,7 @@ def test_broken_toml_is_one_line(tmp_path: Path) -> None:
 
 def test_release_archive_is_relative_to_the_config(tmp_path: Path) -> None:
     text = 'name = "ok"\n[releases."1.0"]\narchive = "rel.tar.gz"\n'
+    (tmp_path / "rel.tar.gz").write_bytes(b"")
     config = load_session_config(write(tmp_path, text))
     assert config.releases["1.0"].archive == str(tmp_path / "rel.tar.gz")
 
