@@ -210,15 +210,15 @@ def cancel(jobs: int = 4) -> Figures:
         return {"cancel-to-gone p50 s": percentile(gone, 50), "cancel-to-gone max s": max(gone)}
 
 
-def idle(seconds: float = 60.0) -> Figures:
+def idle(seconds: float = 60.0, settle_s: float = 3.0) -> Figures:
     with bench(vms=1, cores=2) as b:
-        time.sleep(3)  # the agent settles into its idle long poll
+        time.sleep(settle_s)  # the agent settles into its idle long poll
         b.stats(reset=True)
         time.sleep(seconds)
         agent = b.stats(reset=True)["requests"]
         rm_proc = _start_rm(b)
         try:
-            time.sleep(3)
+            time.sleep(settle_s)
             b.stats(reset=True)
             time.sleep(seconds)
             both = b.stats()["requests"]
@@ -259,7 +259,7 @@ def _backlog_rate(backlog: int, measured: int) -> float:
         wait_for(
             lambda: b.session.jobs.count_state(JobState.SUCCEEDED) >= measured,
             max(300.0, measured),
-            poll_s=5.0,
+            poll_s=min(5.0, measured / 20),
         )
         finished = sorted(
             parse_iso(i["finished_at"]).timestamp()  # type: ignore[union-attr]
@@ -282,6 +282,6 @@ SMOKE: dict[str, dict[str, Any]] = {
     "latency": {"samples": 3, "pause_s": 0.2},
     "submit": {"jobs": 200},
     "cancel": {"jobs": 2},
-    "idle": {"seconds": 3.0},
-    "scale": {"jobs": 10, "vm_counts": (1, 2), "backlogs": (20,)},
+    "idle": {"seconds": 2.0, "settle_s": 1.0},
+    "scale": {"jobs": 10, "vm_counts": (2,), "backlogs": (10,)},
 }

@@ -104,11 +104,12 @@ class JobAgent:
         return gone
 
     def stop(self, reason: Reason | None = None) -> None:
-        """Leave now; with a reason, running jobs are killed and recorded with it."""
+        """Leave now; with a reason, running jobs are killed and recorded with it. No job is
+        claimed from here on (a signal may arrive in the middle of a step)."""
+        self.stopping.set()
         if reason is not None:
             for attempt in self.running():
                 attempt.kill(reason)
-        self.stopping.set()
 
     def _shutdown(self) -> None:
         with self._lock:
@@ -177,10 +178,16 @@ class JobAgent:
                 self._idle = True
                 self._next_sweep = time.monotonic() + IDLE_SWEEP_S
                 return
-        if self._drain_requested(fresh=woke):
+        if self.stopping.is_set() or self._drain_requested(fresh=woke):
             self._release(messages)
             return
-        claimed = [(lane, message) for lane, message in messages if self._handle(lane, message)]
+        claimed = []
+        for index, (lane, message) in enumerate(messages):
+            if self.stopping.is_set():  # stopped while claiming: the rest go back at once
+                self._release(messages[index:])
+                break
+            if self._handle(lane, message):
+                claimed.append((lane, message))
         self._delete(claimed)
 
     def _fill(self) -> bool:
@@ -274,6 +281,8 @@ class JobAgent:
         with self._lock:
             self._attempts[task.id] = (attempt, thread)
         log.info("claimed job %s attempt %d", task.id, task.attempt)
+        if self.stopping.is_set():  # stopped during the claim: retried at once, like the rest
+            attempt.kill(Reason.LOST_VM)
         thread.start()
         return True
 
