@@ -192,6 +192,13 @@ def speed_up_moto() -> bool:
       most ProjectionExpressions) rebuilt the whole item as JSON once per attribute; the
       attributes are picked directly instead. Query and scan results are not deep-copied:
       they are only read, and sent.
+    - An item's attributes were size-checked one by one, each check summing every attribute
+      set so far (quadratic in the attributes, on every write); the 400 KB limit is checked
+      once over the whole item instead, which refuses exactly the same items.
+    - A query sorted the whole table by primary key before filtering it, then sorted what
+      matched again (by DynamoType comparisons, which build a Decimal per comparison), and
+      summed each result's size twice: it now collects the matching items unsorted, sorts
+      them once by their keys' values (the same order), and sizes each item once a query.
     Returns whether they were applied (not for another major version of moto)."""
     import moto
     from moto import backends
@@ -222,6 +229,8 @@ def speed_up_moto() -> bool:
     _cheap_transaction_rollback()
     _plain_dynamodb_json()
     _cheap_top_level_projection()
+    _items_sized_once()
+    _cheaper_queries()
     utils._clobi_tuned = True
     return True
 
@@ -336,12 +345,87 @@ def _cheap_top_level_projection() -> None:
         projected = item_type.__new__(item_type)
         projected.hash_key, projected.range_key = self.hash_key, self.range_key
         projected.attrs = LimitedSizeDict()
-        for name in names:  # shared, not copied: a projection is only ever read and sent
-            if name in self.attrs:
-                projected.attrs[name] = self.attrs[name]
+        # Shared, not copied (a projection is only ever read and sent), and not size-checked
+        # again (a part of a stored item).
+        dict.update(projected.attrs, {n: self.attrs[n] for n in names if n in self.attrs})
         return projected
 
     item_type.project = project
+
+
+def _items_sized_once() -> None:
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    from moto.dynamodb.models.utilities import bytesize
+
+    item_type: Any = Item
+
+    def __init__(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+        self.hash_key, self.range_key = hash_key, range_key
+        values = {key: DynamoType(value) for key, value in attrs.items()}
+        # LimitedSizeDict's limit, checked once: sizes only add up, so the whole item is over
+        # it exactly when some attribute, added one by one, would have crossed it.
+        if sum(bytesize(key) + value.size() for key, value in values.items()) > 405000:
+            raise ItemSizeTooLarge
+        self.attrs = LimitedSizeDict()
+        dict.update(self.attrs, values)
+
+    item_type.__init__ = __init__
+
+
+class _QueryScope:
+    """What one query may assume: the table does not change while it runs (requests are
+    handled one at a time), so item sizes are computed once, and items need no presorting."""
+
+    generation = 0
+    active = False
+
+
+def _cheaper_queries() -> None:
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    table_type: Any = Table
+    item_type: Any = Item
+    query, all_items, item_size = table_type.query, table_type.all_items, item_type.size
+
+    def scoped_query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _QueryScope.generation += 1
+        _QueryScope.active = True
+        try:
+            return query(self, *args, **kwargs)
+        finally:
+            _QueryScope.active = False
+
+    def unsorted_items(self: Any) -> list[Any]:
+        """Inside a query, the items in any order: the query sorts what matches itself."""
+        if not _QueryScope.active:
+            return list(all_items(self))
+        if self.range_key_attr:
+            return [item for by_range in self.items.values() for item in by_range.values()]
+        return list(self.items.values())
+
+    def size_once(self: Any) -> int:
+        if not _QueryScope.active:
+            return int(item_size(self))
+        if getattr(self, "_clobi_sized", None) != _QueryScope.generation:
+            self._clobi_size = item_size(self)
+            self._clobi_sized = _QueryScope.generation
+        return int(self._clobi_size)
+
+    def sorted_items(
+        self: Any, hash_key_attrs: list[str], range_key_attrs: list[str | None], items: list[Any]
+    ) -> list[Any]:
+        """moto's order (DynamoType `<` compares `cast_value`s), with each key's value
+        computed once per item instead of once per comparison."""
+        names = self._generate_attr_to_sort_by(hash_key_attrs, range_key_attrs)
+        items.sort(key=lambda item: tuple(item.attrs[name].cast_value for name in names))
+        return items
+
+    table_type.query = scoped_query
+    table_type.all_items = unsorted_items
+    table_type.sorted_items = sorted_items
+    item_type.size = size_once
 
 
 def serve(host: str, port: int, ready_file: Path | None) -> None:

@@ -236,8 +236,73 @@ def _dynamodb_reads(ddb: Any) -> list[Any]:
         )["Attributes"],
         sorted(ddb.scan(TableName="t", ProjectionExpression="id, t")["Items"], key=str),
     ]
+    out += _bigger_table_reads(ddb)
     for page in out[3:4]:
         page.pop("ResponseMetadata", None)
+    return out
+
+
+def _bigger_table_reads(ddb: Any) -> list[Any]:
+    """Enough items for order and paging to matter: numbers that sort differently as text,
+    several pages, counts, both directions, range conditions; an item just under and one
+    just over the 400 KB limit."""
+    for i in range(40):
+        ddb.put_item(
+            TableName="t",
+            Item={
+                "id": {"S": f"k{(i * 7) % 40:02d}"},
+                "g": {"S": "c" if i % 3 else "d"},
+                "n": {"N": str((i * 13) % 17 - 5)},  # ties on the range key too
+                "s": {"S": "x" * (i * 50)},
+            },
+        )
+    out: list[Any] = []
+    for forward in (True, False):
+        for limit in (None, 7):
+            pages, start = [], None
+            while True:
+                kwargs: dict[str, Any] = {
+                    "TableName": "t",
+                    "IndexName": "by_g",
+                    "KeyConditionExpression": "g = :g",
+                    "ExpressionAttributeValues": {":g": {"S": "c"}},
+                    "ScanIndexForward": forward,
+                }
+                if limit:
+                    kwargs["Limit"] = limit
+                if start:
+                    kwargs["ExclusiveStartKey"] = start
+                page = ddb.query(**kwargs)
+                pages.append([page["Items"], page["Count"], page.get("LastEvaluatedKey")])
+                start = page.get("LastEvaluatedKey")
+                if not start or len(pages) > 10:
+                    break
+            out.append(pages)
+    for condition, values in (
+        ("g = :g AND n > :n", {":g": {"S": "c"}, ":n": {"N": "2"}}),
+        ("g = :g AND n BETWEEN :a AND :b", {":g": {"S": "d"}, ":a": {"N": "-3"}, ":b": {"N": "9"}}),
+    ):
+        for select in ("COUNT", "ALL_PROJECTED_ATTRIBUTES"):
+            page = ddb.query(
+                TableName="t",
+                IndexName="by_g",
+                KeyConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                Select=select,
+            )
+            out.append([page.get("Items"), page["Count"], page["ScannedCount"]])
+    page = ddb.query(
+        TableName="t",
+        KeyConditionExpression="id = :id",
+        ExpressionAttributeValues={":id": {"S": "k07"}},
+    )
+    out.append(page["Items"])
+    for size in (399_000, 420_000):
+        try:
+            ddb.put_item(TableName="t", Item={"id": {"S": "big"}, "s": {"S": "y" * size}})
+            out.append(len(ddb.get_item(TableName="t", Key={"id": {"S": "big"}})["Item"]["s"]["S"]))
+        except ClientError as err:
+            out.append(err.response["Error"]["Message"])
     return out
 
 
