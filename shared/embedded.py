@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
+import functools
 import importlib
 import io
 import json
@@ -199,6 +200,10 @@ def speed_up_moto() -> bool:
       matched again (by DynamoType comparisons, which build a Decimal per comparison), and
       summed each result's size twice: it now collects the matching items unsorted, sorts
       them once by their keys' values (the same order), and sizes each item once a query.
+    - An UpdateExpression was parsed twice per request, and each of the ten validation
+      passes over its tree rebuilt its node-type table at every node: parsed trees are
+      kept by expression text (moto validates a deep copy, never the tree itself) and each
+      pass builds its table once.
     Returns whether they were applied (not for another major version of moto)."""
     import moto
     from moto import backends
@@ -231,6 +236,7 @@ def speed_up_moto() -> bool:
     _cheap_top_level_projection()
     _items_sized_once()
     _cheaper_queries()
+    _cheaper_update_expressions()
     utils._clobi_tuned = True
     return True
 
@@ -426,6 +432,37 @@ def _cheaper_queries() -> None:
     table_type.all_items = unsorted_items
     table_type.sorted_items = sorted_items
     item_type.size = size_once
+
+
+def _cheaper_update_expressions() -> None:
+    from moto.dynamodb.parsing import ast_nodes, expressions
+
+    parser: Any = expressions.UpdateExpressionParser  # type: ignore[attr-defined]
+    make: Any = functools.lru_cache(maxsize=256)(parser.make.__func__)
+    parser.make = classmethod(make)
+
+    traverser: Any = ast_nodes.DepthFirstTraverser  # type: ignore[attr-defined]
+
+    def processing_map(self: Any) -> dict[type, Callable[[Any], Any]]:
+        table = self.__dict__.get("_clobi_map")
+        if table is None:  # the same for the traverser's life: types to its bound methods
+            table = self._clobi_map = self._processing_map()
+        return table
+
+    def nodes_to_be_processed(self: Any) -> tuple[type, ...]:
+        types = self.__dict__.get("_clobi_types")
+        if types is None:
+            types = self._clobi_types = tuple(processing_map(self))
+        return types
+
+    def process(self: Any, node: Any) -> Any:
+        for class_key, processor in processing_map(self).items():
+            if isinstance(node, class_key):
+                return processor(node)
+        return None
+
+    traverser.nodes_to_be_processed = nodes_to_be_processed
+    traverser.process = process
 
 
 def serve(host: str, port: int, ready_file: Path | None) -> None:

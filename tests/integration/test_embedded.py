@@ -237,6 +237,7 @@ def _dynamodb_reads(ddb: Any) -> list[Any]:
         sorted(ddb.scan(TableName="t", ProjectionExpression="id, t")["Items"], key=str),
     ]
     out += _bigger_table_reads(ddb)
+    out += _updates(ddb)
     for page in out[3:4]:
         page.pop("ResponseMetadata", None)
     return out
@@ -303,6 +304,48 @@ def _bigger_table_reads(ddb: Any) -> list[Any]:
             out.append(len(ddb.get_item(TableName="t", Key={"id": {"S": "big"}})["Item"]["s"]["S"]))
         except ClientError as err:
             out.append(err.response["Error"]["Message"])
+    return out
+
+
+def _updates(ddb: Any) -> list[Any]:
+    """Update expressions of every kind, each twice (parsed trees are reused by text), and
+    the ones moto refuses."""
+    out: list[Any] = []
+    updates = [
+        ("SET a = if_not_exists(a, :zero) + :one, l = list_append(if_not_exists(l, :e), :x)", {}),
+        ("SET #m.k = :one REMOVE s ADD c :one, ss :set", {"#m": "m"}),
+        ("SET a = :one, a = :zero", {}),  # two writes to one path
+        ("SET a = :one SET b = :one", {}),  # two SET clauses
+        ("SET id = :one", {}),  # a key attribute
+        ("REMOVE nothing.here[3]", {}),
+        ("SET q = :undefined, r = :one", {}),
+    ]
+    values = {
+        ":zero": {"N": "0"},
+        ":one": {"N": "1"},
+        ":e": {"L": []},
+        ":x": {"L": [{"S": "x"}]},
+        ":set": {"SS": ["p"]},
+    }
+    for expression, names in updates * 2:
+        kwargs: dict[str, Any] = {
+            "TableName": "t",
+            "Key": {"id": {"S": "u"}},
+            "UpdateExpression": expression,
+            "ReturnValues": "ALL_NEW",
+        }
+        if any(k in expression for k in values):
+            kwargs["ExpressionAttributeValues"] = {
+                k: v for k, v in values.items() if k in expression
+            }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if "#m" in expression:
+            ddb.put_item(TableName="t", Item={"id": {"S": "u"}, "m": {"M": {}}, "s": {"S": "x"}})
+        try:
+            out.append(ddb.update_item(**kwargs)["Attributes"])
+        except ClientError as err:
+            out.append(err.response["Error"])
     return out
 
 
