@@ -133,8 +133,8 @@ class JobAgent:
         info = self.session.info
         try:
             with translated("upload agent log"):
-                self.session.aws.s3.upload_file(
-                    str(path), info.bucket, naming.agent_log_key(info.prefix, self.vm_id)
+                self.session.aws.upload(
+                    path, info.bucket, naming.agent_log_key(info.prefix, self.vm_id)
                 )
         except AwsError as err:
             log.warning("%s", err)

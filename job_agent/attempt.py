@@ -232,7 +232,7 @@ class Attempt:
             return None
         key = self._prefix + naming.RESULT_ARCHIVE
         with translated("upload the result"):
-            self._session.aws.s3.upload_file(str(archive), self._session.info.bucket, key)
+            self._session.aws.upload(archive, self._session.info.bucket, key)
         return key
 
     def _capped(self, stream: str) -> Path:
@@ -255,9 +255,7 @@ class Attempt:
             path = self._capped(stream)
             if path.exists():
                 with translated(f"upload {stream}"):
-                    self._session.aws.s3.upload_file(
-                        str(path), self._session.info.bucket, self._prefix + stream
-                    )
+                    self._session.aws.upload(path, self._session.info.bucket, self._prefix + stream)
 
     def _outputs(self) -> list[tuple[str, Path]]:
         found: dict[str, Path] = {}

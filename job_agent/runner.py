@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import select
 import signal
 import subprocess
 import threading
@@ -54,28 +55,58 @@ class JobProcess:
                 **identity,
             )
         self.pid = self._proc.pid
+        self._wake_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def kill(self, reason: Reason) -> None:
         """Ask the job to stop (SIGTERM to its group, SIGKILL after a grace period)."""
         if self._killed is None:
             self._killed = reason
         self._kill_event.set()
+        with self._wake_lock, contextlib.suppress(BlockingIOError):  # full: woken already
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"k")
 
     def wait(self) -> ProcessResult:
         """Block until the process group is gone; enforces the walltime."""
-        deadline = time.monotonic() + self._task.walltime if self._task.walltime else None
-        while self._proc.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                self.kill(Reason.WALLTIME)
-            if self._kill_event.wait(0.1):
-                self._terminate_group()
-                break
-        code = self._proc.wait()
+        try:
+            code = self._wait_for_exit()
+        finally:
+            with self._wake_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
         self._kill_group(signal.SIGKILL)  # whatever the job left behind in its group
         self._kill_escaped()
         if self._killed is not None:
             return ProcessResult(code, self._killed)
         return ProcessResult(code, None)
+
+    def _wait_for_exit(self) -> int:
+        """The exit code, as soon as the process exits (a pidfd), or once it is killed (a
+        kill wakes the wait through a pipe) or its walltime is up."""
+        deadline = time.monotonic() + self._task.walltime if self._task.walltime else None
+        try:
+            pidfd: int | None = os.pidfd_open(self.pid)
+        except OSError:  # an old kernel: poll instead
+            pidfd = None
+        try:
+            while self._proc.poll() is None:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    self.kill(Reason.WALLTIME)
+                if self._kill_event.is_set():
+                    self._terminate_group()
+                    break
+                timeout = None if deadline is None else deadline - now
+                if pidfd is None:
+                    timeout = 0.05 if timeout is None else min(timeout, 0.05)
+                waited = [self._wake_r] if pidfd is None else [self._wake_r, pidfd]
+                select.select(waited, [], [], timeout)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        return self._proc.wait()
 
     def _terminate_group(self) -> None:
         self._kill_group(signal.SIGTERM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -55,6 +56,9 @@ def _condition_among(response: Mapping[str, Any]) -> bool:
     if not reasons:  # some endpoints only say it in the message
         return "ConditionalCheckFailed" in str(response.get("Error", {}).get("Message", ""))
     return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
+
+
+SINGLE_PUT_BYTES = 8 * 1024 * 1024  # boto3's own multipart threshold
 
 
 class Aws:
@@ -122,6 +126,15 @@ class Aws:
     @property
     def s3(self) -> Any:
         return self.client("s3")
+
+    def upload(self, path: str | os.PathLike[str], bucket: str, key: str) -> None:
+        """A file to S3: one PutObject when it is small (no transfer threads, one request),
+        boto3's managed multipart upload when it is big."""
+        if os.path.getsize(path) > SINGLE_PUT_BYTES:
+            self.s3.upload_file(str(path), bucket, key)
+            return
+        with open(path, "rb") as body:
+            self.s3.put_object(Bucket=bucket, Key=key, Body=body)
 
 
 def _encrypt(params: dict[str, Any], **_: Any) -> None:
