@@ -172,7 +172,10 @@ class JobAgent:
             self._idle, woke = False, True
         else:
             messages = self._sweep(free)
-            if len(messages) < free and self._fill():
+            # Short of work: top up the dispatch window, at once before going idle (with the
+            # Resource Manager down, nobody else might), then look again.
+            if len(messages) < free and self._fill(force=not messages):
+                self._empty_until.clear()
                 messages += self._sweep(free - len(messages))
             if not messages:
                 self._idle = True
@@ -190,13 +193,15 @@ class JobAgent:
                 claimed.append((lane, message))
         self._delete(claimed)
 
-    def _fill(self) -> bool:
-        """Top up the dispatch window (at most every FILL_EVERY_S); True if it sent any."""
+    def _fill(self, force: bool = False) -> bool:
+        """Top up the dispatch window: a busy agent at most every FILL_EVERY_S and in bulk,
+        one about to go idle now and with whatever room there is. True if it sent any."""
         now = time.monotonic()
-        if now - self._last_fill < FILL_EVERY_S:
+        if not force and now - self._last_fill < FILL_EVERY_S:
             return False
         self._last_fill = now
-        return self.dispatcher.fill(min_room=self.config.dispatch_window // 2) > 0
+        room = 1 if force else self.config.dispatch_window // 2
+        return self.dispatcher.fill(min_room=room, every_priority=force) > 0
 
     def _drain_requested(self, fresh: bool) -> bool:
         """Whether to take no new job. An agent that just woke from its idle long poll reads

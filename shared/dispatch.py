@@ -55,10 +55,13 @@ class Dispatcher:
         self._config = session.info.config
         self._empty_until: dict[int, float] = {}
 
-    def fill(self, min_room: int = 1) -> int:
+    def fill(self, min_room: int = 1, every_priority: bool = False) -> int:
         """Release messages for pending jobs until the window is full; returns how many.
         Does nothing while fewer than `min_room` places are free (busy agents top up in
-        bulk, which keeps dispatchers from racing each other for the same jobs)."""
+        bulk, which keeps dispatchers from racing each other for the same jobs).
+        `every_priority` asks the priorities lately found empty too (before going idle)."""
+        if every_priority:
+            self._empty_until.clear()
         in_window = self._session.jobs.count_sent()
         room = self._config.dispatch_window - in_window
         if room < max(1, min_room):

@@ -228,6 +228,20 @@ def test_a_high_priority_job_starts_before_a_waiting_backlog_of_low_ones(
     assert started is not None and started < first_low
 
 
+def test_one_agent_alone_works_through_a_backlog_many_times_its_dispatch_window(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    """No Resource Manager: the agent tops the window up itself, before it would go idle
+    (an agent that idled first would wait a minute a window)."""
+    session = make_session(dispatch_window=2)
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    ids = client.submit(JobSpec(script=script(tmp_path, "true\n"), count=12))
+    rows = client.wait(ids, timeout=30)
+    assert [r.state for r in rows] == [JobState.SUCCEEDED] * 12
+    assert_invariants(session)
+
+
 def test_walltime_kills_the_job_with_reason_walltime(
     tmp_path: Path, make_session: Callable[..., Session]
 ) -> None:
