@@ -176,6 +176,7 @@ class JobAgent:
             # Resource Manager down, nobody else might), then look again.
             if len(messages) < free and self._fill(force=not messages):
                 self._empty_until.clear()
+                woke = not messages  # work found after none was: read the drain flag afresh
                 messages += self._sweep(free - len(messages))
             if not messages:
                 self._idle = True
