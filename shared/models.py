@@ -18,6 +18,8 @@ from pydantic import (
 )
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,19}$"
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # no control characters (they reach terminals)
+USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"  # a POSIX user name
 SNAPSHOT_PATTERN = r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$"
 REGION_PATTERN = r"^[a-z]{2,}(-[a-z]+)+-[0-9]+$"
 RELEASE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -162,7 +164,7 @@ class SessionConfig(Frozen):
     vm_timeout_s: Annotated[float, Field(ge=2)] = 120.0
     log_ship_s: Annotated[float, Field(ge=0.5)] = 15.0
     max_log_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024**2
-    job_user: str | None = None
+    job_user: Annotated[str, Field(pattern=USER_PATTERN)] | None = None
     releases: dict[str, ReleaseConfig] = {}
     clouds: tuple[CloudConfig, ...] = ()
     autoscale: AutoscaleConfig = AutoscaleConfig()
@@ -290,7 +292,7 @@ class JobSpec(Frozen):
     cores: Annotated[int, Field(ge=1, le=256)] = 1
     walltime: Annotated[int, Field(ge=1)] | None = None
     max_attempts: Annotated[int, Field(ge=1, le=100)] | None = None
-    name: Annotated[str, Field(max_length=64)] | None = None
+    name: Annotated[str, Field(max_length=64, pattern=PRINTABLE_PATTERN)] | None = None
     env: dict[str, str] = {}
     args: tuple[str, ...] = ()
 

@@ -216,6 +216,8 @@ BAD_CONFIGS: list[tuple[str, str | bytes, str]] = [
     ("endpoint-scheme", 'name = "bad"\nendpoint_url = "ftp://127.0.0.1:1"\n', "endpoint_url: "),
     ("region", HEAD + 'region = "us east 1"\n', "region: "),
     ("autoscale-negative", HEAD + "[autoscale]\nidle_timeout_s = -1\n", "autoscale.idle_timeout_s"),
+    ("job-user-shell", HEAD + 'job_user = "nobody; rm -rf /"\n', "job_user: "),
+    ("job-user-empty", HEAD + 'job_user = ""\n', "job_user: "),
 ]
 
 
@@ -286,6 +288,8 @@ BAD_JOBS: list[tuple[str, str, str, Callable[[Path], None] | None]] = [
         None,
     ),
     ("count-not-a-number", JOB + 'count = "ten"\n', "job.0: count: ", None),
+    ("name-control-char", JOB + 'name = "a\\nb"\n', "job.0: name: ", None),
+    ("name-escape-sequence", JOB + 'name = "\\u001b[2J"\n', "job.0: name: ", None),
     ("priority-zero", JOB + "priority = 0\n", "job.0: priority: ", None),
     ("priority-above-session", JOB + "priority = 4\n", "priority 4 is out of range", None),
     ("priority-above-any", JOB + "priority = 11\n", "job.0: priority: ", None),
