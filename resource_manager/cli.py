@@ -242,12 +242,15 @@ def _session_cleanup(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted", file=sys.stderr)
             return 1
-    terminated = Pool(Session(info)).terminate_all()
+    pool = Pool(Session(info))
+    terminated = pool.terminate_all()
+    swept = pool.sweep()
     removed = cleanup_session(info)
     shutil.rmtree(session_root(info.id), ignore_errors=True)
+    volumes = f", {swept} release volumes" if swept else ""
     print(
         f"session {info.id} cleaned up: {terminated} VMs terminated, {removed['queues']} "
-        f"queues, {removed['tables']} tables, {removed['objects']} S3 objects deleted"
+        f"queues, {removed['tables']} tables, {removed['objects']} S3 objects{volumes} deleted"
     )
     return 0
 

@@ -98,5 +98,18 @@ class Pool:
             raise DriverError("; ".join(failed))
         return count
 
+    def sweep(self) -> int:
+        """What the session's VMs left behind in every cloud (at cleanup, after
+        `terminate_all`); returns how many resources were deleted. Every cloud is tried."""
+        count, failed = 0, []
+        for cloud in self.session.info.config.clouds:
+            try:
+                count += self.driver(cloud.name).sweep()
+            except ClobiError as err:
+                failed.append(f"{cloud.name}: {err}")
+        if failed:
+            raise DriverError("; ".join(failed))
+        return count
+
 
 _LIVE = (VmState.STARTING, VmState.RUNNING, VmState.DRAINING)

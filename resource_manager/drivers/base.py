@@ -32,3 +32,9 @@ class CloudDriver(ABC):
     def terminate(self, vm_ids: list[str]) -> None:
         """Power VMs off now and verify it. Idempotent: unknown or gone VMs are fine.
         Blocks until they are gone; raises DriverError."""
+
+    def sweep(self) -> int:
+        """Delete what the session's VMs created in this cloud and left behind (a VM killed
+        before it could clean up after itself); called at session cleanup once every VM is
+        gone. Returns how many resources it deleted; raises DriverError."""
+        return 0

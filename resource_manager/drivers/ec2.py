@@ -16,7 +16,7 @@ from resource_manager.drivers.base import CloudDriver, Instance
 from shared.aws import Aws, translated
 from shared.errors import AwsError, DriverError
 from shared.models import Bootstrap, Ec2Cloud, SessionInfo
-from shared.naming import TAG_SESSION, TAG_VM
+from shared.naming import TAG_RELEASE, TAG_SESSION, TAG_VM
 from shared.userdata import render
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,44 @@ class Ec2Driver(CloudDriver):
             if time.monotonic() > deadline:
                 raise DriverError(f"cloud {self.name}: {', '.join(left)} still not terminated")
             time.sleep(2.0)
+
+    def sweep(self) -> int:
+        """Release volumes (`ebs`) of the session's VMs: an agent detaches and deletes its
+        own when it stops, but not when its VM was hard-killed or lost. A volume still
+        attached to a terminated instance is waited for until EC2 detaches it."""
+        deleted = 0
+        deadline = time.monotonic() + TERMINATE_WAIT_S
+        while True:
+            volumes = self._volumes()
+            for volume_id, state in volumes:
+                if state == "available":
+                    with translated(f"delete volume {volume_id} in {self.name}"):
+                        try:
+                            self._ec2.delete_volume(VolumeId=volume_id)
+                            deleted += 1
+                        except AwsError as err:
+                            if err.code != "InvalidVolume.NotFound":
+                                raise
+            waiting = [v for v, state in volumes if state in ("in-use", "creating")]
+            if not waiting:
+                return deleted
+            if time.monotonic() > deadline:
+                raise DriverError(f"cloud {self.name}: volumes {', '.join(waiting)} still in use")
+            time.sleep(2.0)
+
+    def _volumes(self) -> list[tuple[str, str]]:
+        filters = [
+            {"Name": f"tag:{TAG_SESSION}", "Values": [self._session_id]},
+            {"Name": "tag-key", "Values": [TAG_RELEASE]},
+        ]
+        with translated(f"list the session's volumes in {self.name}"):
+            pages = self._ec2.get_paginator("describe_volumes").paginate(Filters=filters)
+            return [
+                (v["VolumeId"], v["State"])
+                for page in pages
+                for v in page["Volumes"]
+                if v["State"] not in ("deleting", "deleted")
+            ]
 
     def _find(self, vm_id: str, states: tuple[str, ...] = LIVE_STATES) -> list[str]:
         return [

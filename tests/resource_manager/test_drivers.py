@@ -11,6 +11,7 @@ import pytest
 
 from resource_manager.drivers import CloudDriver, driver_for
 from resource_manager.drivers.ec2 import Ec2Driver, client_token
+from resource_manager.pool import Pool
 from shared import naming
 from shared.models import Bootstrap, Ec2Cloud, LocalCloud
 from shared.session import Session
@@ -124,3 +125,35 @@ def test_ec2_launch_retried_after_a_lost_response_starts_one_instance(
         assert {r["ClientToken"] for r in runs} == {client_token(session.id, boot.vm_id)}
         live = [i for i in driver.instances() if i.alive]
         assert [(i.vm_id, i.instance_id) for i in live] == [(boot.vm_id, instance)]
+
+
+def test_cleanup_sweeps_release_volumes_left_by_hard_killed_vms_and_only_those(
+    make_session: Callable[..., Session],
+) -> None:
+    """An agent deletes its `ebs` release volumes when it stops; one hard-killed cannot, so
+    session cleanup deletes the volumes tagged with the session and a release."""
+    session, other = make_session(clouds=(EC2,)), make_session(clouds=(EC2,))
+    ec2 = session.aws.client("ec2")
+
+    def volume(session_id: str, release: str | None) -> str:
+        tags = {naming.TAG_SESSION: session_id, naming.TAG_VM: "vm-aws-1"}
+        if release:
+            tags[naming.TAG_RELEASE] = release
+        out = ec2.create_volume(
+            AvailabilityZone="us-east-1a",
+            Size=1,
+            TagSpecifications=[
+                {
+                    "ResourceType": "volume",
+                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                }
+            ],
+        )
+        return str(out["VolumeId"])
+
+    leaked = [volume(session.id, "14.2"), volume(session.id, "15.0")]
+    kept = [volume(other.id, "14.2"), volume(session.id, None)]
+    assert Pool(session).sweep() == 2
+    left = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    assert not left & set(leaked) and set(kept) <= left
+    assert Pool(session).sweep() == 0
