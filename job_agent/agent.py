@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 20
 NO_FIT_DELAY_S = 2  # a job too big for our free slots comes back this much later
 IDLE_SWEEP_S = 60
+DELETE_AFTER_S = 0.5  # claimed messages are deleted in batches, at most about this much later
+SQS_BATCH = 10  # entries in one SQS batch request
 FILL_EVERY_S = 0.5  # how often a busy agent may top up the dispatch window
 LANE_SKIP_S = 1.0  # an empty lane is not polled again this soon (bounds priority delay)
 
@@ -70,6 +72,8 @@ class JobAgent:
         self._last_fill = 0.0
         self._drain_seen_at = 0.0
         self._empty_until: dict[str, float] = {}
+        self._to_delete: list[tuple[str, dict[str, Any]]] = []
+        self._to_delete_since = 0.0
         self._lanes = [info.queue_url(p) for p in range(info.config.priorities, 0, -1)]
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -116,6 +120,7 @@ class JobAgent:
             if self._shut_down:
                 return
             self._shut_down = True
+        self._flush_deletes(now=True)
         for _, thread in list(self._attempts.values()):
             thread.join()
         self.volumes.unmount_all()
@@ -151,6 +156,7 @@ class JobAgent:
 
     def step(self) -> None:
         """One turn: leave if drained, else receive and start what fits in the free slots."""
+        self._flush_deletes()
         if self.draining:
             if not self.running():
                 log.info("drained: no job left, powering off")
@@ -166,6 +172,7 @@ class JobAgent:
             return
         woke = False
         if self._idle and time.monotonic() < self._next_sweep:
+            self._flush_deletes(now=True)  # before a long poll
             messages = self._receive(self._lanes[-1], free, self.idle_wait_s)
             if not messages:
                 return
@@ -192,7 +199,7 @@ class JobAgent:
                 break
             if self._handle(lane, message):
                 claimed.append((lane, message))
-        self._delete(claimed)
+        self._delete_later(claimed)
 
     def _fill(self, force: bool = False) -> bool:
         """Top up the dispatch window: a busy agent at most every FILL_EVERY_S and in bulk,
@@ -300,16 +307,36 @@ class JobAgent:
                 self._attempts.pop(attempt.task.id, None)
             self._slot_freed.set()
 
+    def _delete_later(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """Handled messages are deleted in batches, at most DELETE_AFTER_S later: one request
+        for several jobs. One not deleted yet comes back after the visibility timeout (as
+        after any failed delete) and is dropped by whoever receives it: its claim fails."""
+        if messages and not self._to_delete:
+            self._to_delete_since = time.monotonic()
+        self._to_delete.extend(messages)
+        self._flush_deletes()
+
+    def _flush_deletes(self, now: bool = False) -> None:
+        if not self._to_delete:
+            return
+        due = time.monotonic() - self._to_delete_since >= DELETE_AFTER_S
+        if now or due or len(self._to_delete) >= SQS_BATCH:
+            messages, self._to_delete = self._to_delete, []
+            self._delete(messages)
+
     def _delete(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        """Delete handled messages, a batch per lane. A message left behind by a failure
+        """Delete handled messages, in batches per lane. A message left behind by a failure
         comes back later and loses its claim."""
         by_lane: dict[str, list[dict[str, Any]]] = {}
         for lane, message in messages:
             by_lane.setdefault(lane, []).append(message)
-        for lane, batch in by_lane.items():
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-            ]
+        for lane, handled in by_lane.items():
+            for first in range(0, len(handled), SQS_BATCH):
+                self._delete_batch(lane, handled[first : first + SQS_BATCH])
+
+    def _delete_batch(self, lane: str, batch: list[dict[str, Any]]) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+        if entries:
             try:
                 with translated("delete job messages"):
                     self.session.aws.sqs.delete_message_batch(QueueUrl=lane, Entries=entries)
