@@ -278,10 +278,10 @@ SCENARIOS: dict[str, Callable[..., Figures]] = {
     "scale": scale,
 }
 SMOKE: dict[str, dict[str, Any]] = {
-    "throughput": {"jobs": 20},
+    "throughput": {"jobs": 10},
     "latency": {"samples": 3, "pause_s": 0.2},
     "submit": {"jobs": 200},
     "cancel": {"jobs": 2},
-    "idle": {"seconds": 2.0, "settle_s": 1.0},
+    "idle": {"seconds": 1.0, "settle_s": 0.5},
     "scale": {"jobs": 10, "vm_counts": (2,), "backlogs": (10,)},
 }

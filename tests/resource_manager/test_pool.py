@@ -37,7 +37,7 @@ def test_drained_vm_finishes_its_job_takes_no_new_one_and_stops(
     pool = Pool(session)
     client = JobClient(session)
     (vm,) = pool.start("local", 1)
-    long_job = client.submit(JobSpec(script=script(tmp_path, "sleep 20\necho finished\n")))[0]
+    long_job = client.submit(JobSpec(script=script(tmp_path, "sleep 6\necho finished\n")))[0]
     wait_until(lambda: running_on(client, long_job), timeout=30, what="the job to start")
     assert pool.drain([vm]) == [vm]
     assert vm_state(session, vm) is VmState.DRAINING
