@@ -170,26 +170,26 @@ class JobAgent:
             self._slot_freed.wait(1.0)
             self._slot_freed.clear()
             return
-        woke = False
+        recheck = False  # whether to read the drain flag afresh before claiming
         if self._idle and time.monotonic() < self._next_sweep:
             self._flush_deletes(now=True)  # before a long poll
             messages = self._receive(self._lanes[-1], free, self.idle_wait_s)
             if not messages:
                 return
-            self._idle, woke = False, True
+            self._idle, recheck = False, True
         else:
             messages = self._sweep(free)
             # Short of work: top up the dispatch window, at once before going idle (with the
             # Resource Manager down, nobody else might), then look again.
             if len(messages) < free and self._fill(force=not messages):
                 self._empty_until.clear()
-                woke = not messages  # work found after none was: read the drain flag afresh
+                recheck = not messages  # work found after none was
                 messages += self._sweep(free - len(messages))
             if not messages:
                 self._idle = True
                 self._next_sweep = time.monotonic() + IDLE_SWEEP_S
                 return
-        if self.stopping.is_set() or self._drain_requested(fresh=woke):
+        if self.stopping.is_set() or self._drain_requested(fresh=recheck):
             self._release(messages)
             return
         claimed = []
