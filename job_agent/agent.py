@@ -332,16 +332,15 @@ class JobAgent:
             by_lane.setdefault(lane, []).append(message)
         for lane, handled in by_lane.items():
             for first in range(0, len(handled), SQS_BATCH):
-                self._delete_batch(lane, handled[first : first + SQS_BATCH])
-
-    def _delete_batch(self, lane: str, batch: list[dict[str, Any]]) -> None:
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
-        if entries:
-            try:
-                with translated("delete job messages"):
-                    self.session.aws.sqs.delete_message_batch(QueueUrl=lane, Entries=entries)
-            except AwsError as err:
-                log.warning("%s", err)
+                entries = [
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(handled[first : first + SQS_BATCH])
+                ]
+                try:
+                    with translated("delete job messages"):
+                        self.session.aws.sqs.delete_message_batch(QueueUrl=lane, Entries=entries)
+                except AwsError as err:
+                    log.warning("%s", err)
 
     def _dead_letter(self, lane: str, message: dict[str, Any], why: str) -> None:
         log.warning("poison message to the dead-letter queue: %s", why)

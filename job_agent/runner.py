@@ -41,7 +41,6 @@ class JobProcess:
     ) -> None:
         self._task = task
         self._killed: Reason | None = None
-        self._kill_event = threading.Event()
         identity = _identity(user, workdir)
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
             self._proc = subprocess.Popen(
@@ -62,7 +61,6 @@ class JobProcess:
         """Ask the job to stop (SIGTERM to its group, SIGKILL after a grace period)."""
         if self._killed is None:
             self._killed = reason
-        self._kill_event.set()
         with self._wake_lock, contextlib.suppress(BlockingIOError):  # full: woken already
             if self._wake_w >= 0:
                 os.write(self._wake_w, b"k")
@@ -95,7 +93,7 @@ class JobProcess:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     self.kill(Reason.WALLTIME)
-                if self._kill_event.is_set():
+                if self._killed is not None:
                     self._terminate_group()
                     break
                 timeout = None if deadline is None else deadline - now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from resource_manager.drivers import CloudDriver, driver_for
 from shared import naming
@@ -81,30 +82,28 @@ class Pool:
         return killed
 
     def terminate_all(self) -> int:
-        """Terminate every VM of every configured cloud (at session cleanup). Every cloud is
-        tried; a cloud that fails is named in the DriverError raised at the end."""
-        count, failed = 0, []
-        for cloud in self.session.info.config.clouds:
-            driver = self.driver(cloud.name)
-            try:
-                ids = [i.vm_id for i in driver.instances() if i.alive]
-                if ids:
-                    driver.terminate(ids)
-            except ClobiError as err:
-                failed.append(f"{cloud.name}: {err}")
-                continue
-            count += len(ids)
-        if failed:
-            raise DriverError("; ".join(failed))
-        return count
+        """Terminate every VM of every configured cloud (at session cleanup); returns how
+        many. Every cloud is tried; a cloud that fails is named in the DriverError raised at
+        the end."""
+
+        def terminate(driver: CloudDriver) -> int:
+            ids = [i.vm_id for i in driver.instances() if i.alive]
+            if ids:
+                driver.terminate(ids)
+            return len(ids)
+
+        return self._each_cloud(terminate)
 
     def sweep(self) -> int:
         """What the session's VMs left behind in every cloud (at cleanup, after
         `terminate_all`); returns how many resources were deleted. Every cloud is tried."""
+        return self._each_cloud(lambda driver: driver.sweep())
+
+    def _each_cloud(self, act: Callable[[CloudDriver], int]) -> int:
         count, failed = 0, []
         for cloud in self.session.info.config.clouds:
             try:
-                count += self.driver(cloud.name).sweep()
+                count += act(self.driver(cloud.name))
             except ClobiError as err:
                 failed.append(f"{cloud.name}: {err}")
         if failed:

@@ -134,13 +134,13 @@ class Ec2Driver(CloudDriver):
             volumes = self._volumes()
             for volume_id, state in volumes:
                 if state == "available":
-                    with translated(f"delete volume {volume_id} in {self.name}"):
-                        try:
+                    try:
+                        with translated(f"delete volume {volume_id} in {self.name}"):
                             self._ec2.delete_volume(VolumeId=volume_id)
-                            deleted += 1
-                        except AwsError as err:
-                            if err.code != "InvalidVolume.NotFound":
-                                raise
+                        deleted += 1
+                    except AwsError as err:
+                        if err.code != "InvalidVolume.NotFound":  # gone meanwhile: fine
+                            raise
             waiting = [v for v, state in volumes if state in ("in-use", "creating")]
             if not waiting:
                 return deleted
