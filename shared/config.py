@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pydantic
 
 from shared.errors import ConfigError
-from shared.models import Ec2Cloud, JobSpec, SessionConfig
+from shared.models import PATTERN_MEANING, Ec2Cloud, JobSpec, SessionConfig
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -29,6 +29,9 @@ def describe(err: pydantic.ValidationError, source: str) -> str:
         message = "required key is missing"
     else:
         message = first["msg"].removeprefix("Value error, ")
+        pattern = str(first.get("ctx", {}).get("pattern", ""))
+        if first["type"] == "string_pattern_mismatch" and pattern in PATTERN_MEANING:
+            message = f"should be {PATTERN_MEANING[pattern]}"
         value = first.get("input")
         if "input" in first and first["type"] != "union_tag_invalid":
             # the whole table as "got" would hide the problem in a long line

@@ -23,6 +23,14 @@ USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"  # a POSIX user name
 SNAPSHOT_PATTERN = r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$"
 REGION_PATTERN = r"^[a-z]{2,}(-[a-z]+)+-[0-9]+$"
 RELEASE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+# What each pattern asks for, in words: error lines say this instead of the regex.
+PATTERN_MEANING = {
+    NAME_PATTERN: "lowercase letters, digits and '-', at most 20, not starting with '-'",
+    PRINTABLE_PATTERN: "printable text (no newlines, escapes or other control characters)",
+    USER_PATTERN: "a user name: lowercase letters, digits, '_' and '-', at most 32",
+    SNAPSHOT_PATTERN: "an EBS snapshot id (snap- and 8 or 17 hex digits)",
+    REGION_PATTERN: "an AWS region such as us-east-1",
+}
 
 
 def _url(value: str) -> str:
