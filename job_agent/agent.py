@@ -406,18 +406,19 @@ class JobAgent:
     def _renew_leases(self, everyone: bool) -> None:
         """Renew the leases when due; attempts with events held back are renewed at once."""
         for attempt in self.running():
-            if attempt.ended:
-                continue
-            events = attempt.take_events()
-            if not (everyone or events):
-                continue
-            sent = time.monotonic()  # the lease runs from here, not from the answer
-            try:
-                cancel = self.session.jobs.renew(attempt.task, self.vm_id, events)
-            except AwsError as err:
-                attempt.restore_events(events)
-                log.warning("lease renewal of job %s failed: %s", attempt.task.id, err)
-                continue
+            with attempt.write_turn(wait=False) as mine:
+                if not mine or attempt.ended:  # its result is being (or was) written
+                    continue
+                events = attempt.take_events()
+                if not (everyone or events):
+                    continue
+                sent = time.monotonic()  # the lease runs from here, not from the answer
+                try:
+                    cancel = self.session.jobs.renew(attempt.task, self.vm_id, events)
+                except AwsError as err:
+                    attempt.restore_events(events)
+                    log.warning("lease renewal of job %s failed: %s", attempt.task.id, err)
+                    continue
             if cancel is None:
                 log.warning(
                     "job %s: lease lost; killing it and writing nothing more", attempt.task.id

@@ -11,6 +11,8 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,7 @@ class Attempt:
         self._process: JobProcess | None = None
         self._pending_kill: Reason | None = None
         self._lock = threading.Lock()
+        self._writing = threading.Lock()  # one write of the attempt at a time: see write_turn
         self.fenced = False
         self.ended = False
         self.last_renewed = time.monotonic()
@@ -109,9 +112,20 @@ class Attempt:
             self.fence()
         return not self.fenced
 
-    # --- the attempt's own thread --------------------------------------------------------------
-
     # --- events held back till the attempt's next write ---------------------------------------
+
+    @contextmanager
+    def write_turn(self, *, wait: bool = True) -> Iterator[bool]:
+        """The attempt's writes (lease renewals, the result) take turns, so the events held
+        back go out with exactly one of them: a renewal racing the result would otherwise
+        take the events, lose to the result's write, and drop them. Yields whether the turn
+        was had (without `wait`, not while another write is under way)."""
+        had = self._writing.acquire(blocking=wait)
+        try:
+            yield had
+        finally:
+            if had:
+                self._writing.release()
 
     def take_events(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -127,20 +141,24 @@ class Attempt:
     def run(self) -> None:
         try:
             outcome = self._run()
-            if outcome is not None and self.holds_lease():
+            if outcome is None:
+                return
+            with self.write_turn():
+                if not self.holds_lease():
+                    return
                 events = self.take_events()
                 state = self._session.jobs.complete(self.task, self._vm, outcome, events)
                 self.ended = True  # recorded (or superseded): no lease to renew any more
-                if state is None:
-                    log.warning(
-                        "job %s attempt %d was superseded; result dropped",
-                        self.task.id,
-                        self.task.attempt,
-                    )
-                else:
-                    log.info("job %s attempt %d: %s", self.task.id, self.task.attempt, state)
-                if state is JobState.QUEUED:  # a retry: release its message right away
-                    Dispatcher(self._session).fill()
+            if state is None:
+                log.warning(
+                    "job %s attempt %d was superseded; result dropped",
+                    self.task.id,
+                    self.task.attempt,
+                )
+            else:
+                log.info("job %s attempt %d: %s", self.task.id, self.task.attempt, state)
+            if state is JobState.QUEUED:  # a retry: release its message right away
+                Dispatcher(self._session).fill()
         except Exception:
             # Nothing was recorded: the lease runs out and the reaper retries the job.
             log.exception("job %s attempt %d: agent error", self.task.id, self.task.attempt)

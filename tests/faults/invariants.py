@@ -92,7 +92,10 @@ def _job(session: Session, job: dict[str, Any], expect_terminal: bool) -> list[s
             problems.append(f"{jid}: attempt {number} ended {count} times {kinds}")
         if number > limit:
             problems.append(f"{jid}: events of attempt {number} beyond max_attempts {limit}")
+    started = {e.attempt for e in events if e.kind == "started"}
     for event in events:
+        if event.kind == "succeeded" and event.attempt not in started:
+            problems.append(f"{jid}: attempt {event.attempt} succeeded with no started event")
         if event.kind in ("retry", "lost", "failed") and not event.detail:
             problems.append(f"{jid}: {event.kind} event of attempt {event.attempt} has no reason")
     return problems
