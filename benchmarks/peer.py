@@ -65,6 +65,7 @@ def throughput(
         "submit seconds": submitted - began,
         "cpu_s": stats["cpu_s"] - cpu0,
         "requests": stats["requests"],
+        "backend_cpu_s": stats["backend_cpu_s"],
         "peak RSS worker MB": rss,
     }
 

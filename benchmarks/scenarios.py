@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -35,6 +35,14 @@ def _per_service(requests: dict[str, int], jobs: int) -> Figures:
     out = {f"requests/job {svc}": n / jobs for svc, n in sorted(by_service.items())}
     out["requests/job all"] = sum(by_service.values()) / jobs
     return out
+
+
+def _backend_per_service(cpu_s: dict[str, float], jobs: int) -> Figures:
+    """The endpoint's CPU inside its backend (moto), per service: where a job's cost lies."""
+    by_service: dict[str, float] = defaultdict(float)
+    for operation, seconds in cpu_s.items():
+        by_service[operation.split(".", 1)[0]] += seconds
+    return {f"backend cpu ms/job {svc}": s * 1000 / jobs for svc, s in sorted(by_service.items())}
 
 
 def _agent_pids(b: Bench) -> list[int]:
@@ -79,6 +87,7 @@ def _clobi_throughput(b: Bench, script: str, jobs: int, rm: bool) -> Figures:
             "endpoint cpu ms/job": (stats["cpu_s"] - cpu0) * 1000 / jobs,
         }
         figures.update(_per_service(stats["requests"], jobs))
+        figures.update(_backend_per_service(stats["backend_cpu_s"], jobs))
         agents = [peak_rss_mb(pid) or 0.0 for pid in _agent_pids(b)]
         figures["peak RSS agent MB"] = max(agents, default=0.0)
         figures["peak RSS endpoint MB"] = peak_rss_mb(b.endpoint_pid) or 0.0
@@ -108,6 +117,7 @@ def _celery_throughput(b: Bench, script: str, jobs: int, clobi_rate: float) -> F
         "celery endpoint cpu ms/job": run["cpu_s"] * 1000 / jobs,
     }
     per_service = _per_service(run["requests"], jobs)
+    per_service.update(_backend_per_service(run["backend_cpu_s"], jobs))
     figures.update({f"celery {name}": value for name, value in per_service.items()})
     figures["celery peak RSS worker MB"] = run["peak RSS worker MB"]
     figures["clobi/celery jobs/s"] = clobi_rate / rate

@@ -125,6 +125,56 @@ def test_a_long_poll_returns_as_soon_as_a_message_arrives(aws_endpoint: str) -> 
     assert got[0][0] < 5
 
 
+def _long_poll_forever(endpoint: str, url: str, polling: Any) -> None:
+    sqs = _client(endpoint, "sqs")
+    polling.set()
+    sqs.receive_message(QueueUrl=url, WaitTimeSeconds=20)
+
+
+def test_a_long_poll_of_a_client_killed_meanwhile_takes_no_message(aws_endpoint: str) -> None:
+    aws = Aws("us-east-1", aws_endpoint)
+    url = aws.sqs.create_queue(QueueName="lp3")["QueueUrl"]
+    context = multiprocessing.get_context("spawn")
+    polling = context.Event()
+    doomed = context.Process(target=_long_poll_forever, args=(aws_endpoint, url, polling))
+    doomed.start()
+    assert polling.wait(30)
+    time.sleep(1.0)  # it is waiting in its long poll
+    doomed.kill()
+    doomed.join()
+    aws.sqs.send_message(QueueUrl=url, MessageBody="for the living")
+    time.sleep(0.5)  # the dead client's long poll, were it still polling, would take it
+    out = aws.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=2)
+    assert [m["Body"] for m in out.get("Messages", [])] == ["for the living"]
+
+
+def test_connections_are_kept_alive_and_head_says_the_length(aws_endpoint: str) -> None:
+    import http.client
+    from urllib.parse import urlparse
+
+    aws = Aws("us-east-1", aws_endpoint)
+    aws.s3.create_bucket(Bucket="keep-alive")
+    aws.s3.put_object(Bucket="keep-alive", Key="k", Body=b"x" * 1234)
+    where = urlparse(aws_endpoint)
+    conn = http.client.HTTPConnection(where.hostname or "", where.port)
+    params = {"Bucket": "keep-alive", "Key": "k"}
+    urls = {
+        "GET": urlparse(aws.s3.generate_presigned_url("get_object", Params=params)),
+        "HEAD": urlparse(aws.s3.generate_presigned_url("head_object", Params=params)),
+    }
+    answers = []
+    for method in ("GET", "HEAD", "GET"):
+        conn.request(method, f"{urls[method].path}?{urls[method].query}")
+        response = conn.getresponse()
+        answers.append((response.status, response.getheader("Content-Length"), response.read()))
+        assert not response.will_close, "the connection serves the next request"
+    sock = conn.sock
+    conn.request("GET", f"{urls['GET'].path}?{urls['GET'].query}")
+    conn.getresponse().read()
+    assert conn.sock is sock, "no new connection was opened"
+    assert answers == [(200, "1234", b"x" * 1234), (200, "1234", b""), (200, "1234", b"x" * 1234)]
+
+
 def test_a_failed_transaction_leaves_every_item_as_it_was(aws_endpoint: str) -> None:
     """The embedded endpoint backs up only the touched items for rollback (a pinned moto
     adjustment); a cancelled transaction must still change nothing."""
