@@ -16,6 +16,7 @@ import copy
 import cProfile
 import functools
 import importlib
+import inspect
 import io
 import json
 import logging
@@ -241,6 +242,9 @@ def speed_up_moto() -> bool:
       matched again (by DynamoType comparisons, which build a Decimal per comparison), and
       summed each result's size twice: it now collects the matching items unsorted, sorts
       them once by their keys' values (the same order), and sizes each item once a query.
+      An index query's 1 MB page counts the attributes the index projects, as DynamoDB
+      does; moto counted whole items, so a query on a narrow index took several times the
+      pages (each page re-walks the table).
     - An UpdateExpression was parsed twice per request, and each of the ten validation
       passes over its tree rebuilt its node-type table at every node: parsed trees are
       kept by expression text (moto validates a deep copy, never the tree itself) and each
@@ -426,23 +430,43 @@ class _QueryScope:
 
     generation = 0
     active = False
+    projected: frozenset[str] | None = None  # an index query: the attributes it reads
+
+
+def _projected_attributes(table: Any, index_name: str | None) -> frozenset[str] | None:
+    """The attributes an index query reads, when its index projects only some."""
+    if not index_name:
+        return None
+    index = next((i for i in table.all_indexes() if i.name == index_name), None)
+    projection = (index.projection or {}) if index is not None else {}
+    kind = projection.get("ProjectionType")
+    if index is None or kind not in ("KEYS_ONLY", "INCLUDE"):
+        return None
+    keys = [*index.table_key_attrs, *(key["AttributeName"] for key in index.schema)]
+    extra = projection.get("NonKeyAttributes", []) if kind == "INCLUDE" else []
+    return frozenset([*keys, *extra])
 
 
 def _cheaper_queries() -> None:
     from moto.dynamodb.models.dynamo_type import Item
     from moto.dynamodb.models.table import Table
+    from moto.dynamodb.models.utilities import bytesize
 
     table_type: Any = Table
     item_type: Any = Item
     query, all_items, item_size = table_type.query, table_type.all_items, item_type.size
+    signature = inspect.signature(query)
 
     def scoped_query(self: Any, *args: Any, **kwargs: Any) -> Any:
         _QueryScope.generation += 1
         _QueryScope.active = True
+        index_name = signature.bind(self, *args, **kwargs).arguments.get("index_name")
+        _QueryScope.projected = _projected_attributes(self, index_name)
         try:
             return query(self, *args, **kwargs)
         finally:
             _QueryScope.active = False
+            _QueryScope.projected = None
 
     def unsorted_items(self: Any) -> list[Any]:
         """Inside a query, the items in any order: the query sorts what matches itself."""
@@ -456,7 +480,12 @@ def _cheaper_queries() -> None:
         if not _QueryScope.active:
             return int(item_size(self))
         if getattr(self, "_clobi_sized", None) != _QueryScope.generation:
-            self._clobi_size = item_size(self)
+            wanted = _QueryScope.projected
+            self._clobi_size = (
+                item_size(self)
+                if wanted is None
+                else sum(bytesize(k) + v.size() for k, v in self.attrs.items() if k in wanted)
+            )
             self._clobi_sized = _QueryScope.generation
         return int(self._clobi_size)
 

@@ -175,6 +175,60 @@ def test_connections_are_kept_alive_and_head_says_the_length(aws_endpoint: str) 
     assert answers == [(200, "1234", b"x" * 1234), (200, "1234", b""), (200, "1234", b"x" * 1234)]
 
 
+def test_an_index_query_pages_by_what_the_index_projects(aws_endpoint: str) -> None:
+    """DynamoDB's 1 MB page of an index query counts the projected attributes only."""
+    ddb = _client(aws_endpoint, "dynamodb")
+    ddb.create_table(
+        TableName="narrow",
+        AttributeDefinitions=[
+            {"AttributeName": "id", "AttributeType": "S"},
+            {"AttributeName": "kind", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by_kind",
+                "KeySchema": [
+                    {"AttributeName": "kind", "KeyType": "HASH"},
+                    {"AttributeName": "id", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["n"]},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    items = 2500  # 2.5 MB whole, about 0.1 MB as the index projects them
+    for start in range(0, items, 25):
+        ddb.batch_write_item(
+            RequestItems={
+                "narrow": [
+                    {
+                        "PutRequest": {
+                            "Item": {
+                                "id": {"S": f"{i:05d}"},
+                                "kind": {"S": "k"},
+                                "n": {"N": str(i)},
+                                "padding": {"S": "x" * 1000},
+                            }
+                        }
+                    }
+                    for i in range(start, start + 25)
+                ]
+            }
+        )
+    query = {
+        "TableName": "narrow",
+        "KeyConditionExpression": "kind = :k",
+        "ExpressionAttributeValues": {":k": {"S": "k"}},
+    }
+    page = ddb.query(IndexName="by_kind", **query)
+    assert page["Count"] == items and "LastEvaluatedKey" not in page
+    assert "padding" not in page["Items"][0]
+    assert [int(i["n"]["N"]) for i in page["Items"]] == list(range(items))
+    scan = ddb.scan(TableName="narrow")  # whole items: the table itself still pages at 1 MB
+    assert "LastEvaluatedKey" in scan and scan["Count"] < items
+
+
 def test_a_failed_transaction_leaves_every_item_as_it_was(aws_endpoint: str) -> None:
     """The embedded endpoint backs up only the touched items for rollback (a pinned moto
     adjustment); a cancelled transaction must still change nothing."""
