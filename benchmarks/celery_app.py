@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
 ENDPOINT_ENV = "CLOBI_PEER_ENDPOINT"  # the embedded endpoint's URL, for the workers
 READY_ENV = "CLOBI_PEER_READY_DIR"  # each worker touches a file named by its pid here when ready
@@ -78,6 +78,17 @@ def run_job(script: str) -> str:
     """The same no-op shell job as clobi's, run as clobi runs it; returns its output, 1 KiB."""
     done = subprocess.run(["/bin/bash", script], check=True, capture_output=True, text=True)
     return done.stdout
+
+
+@worker_process_init.connect
+def _own_result_connections(**_: Any) -> None:
+    """A pool process makes its own DynamoDB client. The results backend builds one in the
+    worker's main process (to check its table) before the pool forks; its kept-alive HTTP
+    connection would be shared by every child, their requests interleaved on one socket.
+    Celery's advice for anything holding connections: set it up in `worker_process_init`."""
+    backend: Any = app.backend
+    backend._client = None
+    backend._get_client(access_key_id=KEY, secret_access_key=KEY)
 
 
 @worker_ready.connect
