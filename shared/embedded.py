@@ -30,6 +30,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -242,8 +243,10 @@ def speed_up_moto() -> bool:
       matched again (by DynamoType comparisons, which build a Decimal per comparison), and
       summed each result's size twice: it now collects the matching items unsorted, sorts
       them once by their keys' values (the same order), and sizes each item once a query.
-      An index query's 1 MB page counts the attributes the index projects, as DynamoDB
-      does; moto counted whole items, so a query on a narrow index took several times the
+      An index query looks at the items whose hash key matches (strings compared as
+      strings, not through DynamoType's decimal-minded comparison, and left out of the sort
+      key: they are equal). An index query's 1 MB page counts the attributes the index
+      projects, as DynamoDB does; moto counted whole items, so a query on a narrow index took several times the
       pages (each page re-walks the table).
     - An UpdateExpression was parsed twice per request, and each of the ten validation
       passes over its tree rebuilt its node-type table at every node: parsed trees are
@@ -431,6 +434,7 @@ class _QueryScope:
     generation = 0
     active = False
     projected: frozenset[str] | None = None  # an index query: the attributes it reads
+    hash_equals: tuple[tuple[str, str, Any], ...] = ()  # an index query: its hash key
 
 
 def _projected_attributes(table: Any, index_name: str | None) -> frozenset[str] | None:
@@ -447,8 +451,28 @@ def _projected_attributes(table: Any, index_name: str | None) -> frozenset[str] 
     return frozenset([*keys, *extra])
 
 
+def _plain_equalities(conditions: Any) -> tuple[tuple[str, str, Any], ...]:
+    """An index query's hash key conditions on strings or binaries, whose DynamoDB equality
+    is equality of type and value (numbers compare as decimals: left to moto)."""
+    return tuple(
+        (name, value.type, value.value)
+        for name, value in conditions or ()
+        if value.type in ("S", "B")
+    )
+
+
+def _cast(value: Any) -> Any:
+    """`DynamoType.cast_value`, with the common types' answers first."""
+    kind = value.type
+    if kind == "S":
+        return value.value
+    if kind == "N":
+        return Decimal(value.value)
+    return value.cast_value
+
+
 def _cheaper_queries() -> None:
-    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
     from moto.dynamodb.models.table import Table
     from moto.dynamodb.models.utilities import bytesize
 
@@ -460,21 +484,38 @@ def _cheaper_queries() -> None:
     def scoped_query(self: Any, *args: Any, **kwargs: Any) -> Any:
         _QueryScope.generation += 1
         _QueryScope.active = True
-        index_name = signature.bind(self, *args, **kwargs).arguments.get("index_name")
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        index_name = arguments.get("index_name")
         _QueryScope.projected = _projected_attributes(self, index_name)
+        _QueryScope.hash_equals = _plain_equalities(
+            arguments.get("hash_key_conditions") if index_name else None
+        )
         try:
             return query(self, *args, **kwargs)
         finally:
             _QueryScope.active = False
             _QueryScope.projected = None
+            _QueryScope.hash_equals = ()
 
     def unsorted_items(self: Any) -> list[Any]:
-        """Inside a query, the items in any order: the query sorts what matches itself."""
+        """Inside a query, the items in any order: the query sorts what matches itself. An
+        index query gets only the items whose hash key matches (moto checks them again):
+        comparing plain strings is cheap, moto's DynamoType comparison is not."""
         if not _QueryScope.active:
             return list(all_items(self))
         if self.range_key_attr:
-            return [item for by_range in self.items.values() for item in by_range.values()]
-        return list(self.items.values())
+            items = [item for by_range in self.items.values() for item in by_range.values()]
+        else:
+            items = list(self.items.values())
+        for name, kind, value in _QueryScope.hash_equals:
+            items = [
+                item
+                for item in items
+                if (have := item.attrs.get(name)) is not None
+                and have.type == kind
+                and have.value == value
+            ]
+        return items
 
     def size_once(self: Any) -> int:
         if not _QueryScope.active:
@@ -495,9 +536,29 @@ def _cheaper_queries() -> None:
         """moto's order (DynamoType `<` compares `cast_value`s), with each key's value
         computed once per item instead of once per comparison."""
         names = self._generate_attr_to_sort_by(hash_key_attrs, range_key_attrs)
-        items.sort(key=lambda item: tuple(item.attrs[name].cast_value for name in names))
+        # The index's hash key is the same in every item that matched it: not a sort key.
+        same = {name for name, _, _ in _QueryScope.hash_equals}
+        names = [name for name in names if name not in same] or names
+        if len(names) == 1:
+            (only,) = names
+            items.sort(key=lambda item: _cast(item.attrs[only]))
+        else:
+            items.sort(key=lambda item: tuple([_cast(item.attrs[name]) for name in names]))
         return items
 
+    def equal(self: Any, other: Any) -> bool:
+        if self.type == "S" == other.type:
+            return bool(self.value == other.value)
+        return bool(type_eq(self, other))
+
+    def not_equal(self: Any, other: Any) -> bool:
+        if self.type == "S" == other.type:
+            return bool(self.value != other.value)
+        return bool(type_ne(self, other))
+
+    dynamo_type: Any = DynamoType
+    type_eq, type_ne = dynamo_type.__eq__, dynamo_type.__ne__
+    dynamo_type.__eq__, dynamo_type.__ne__ = equal, not_equal
     table_type.query = scoped_query
     table_type.all_items = unsorted_items
     table_type.sorted_items = sorted_items
