@@ -246,8 +246,8 @@ def speed_up_moto() -> bool:
       An index query looks at the items whose hash key matches (strings compared as
       strings, not through DynamoType's decimal-minded comparison, and left out of the sort
       key: they are equal). An index query's 1 MB page counts the attributes the index
-      projects, as DynamoDB does; moto counted whole items, so a query on a narrow index took several times the
-      pages (each page re-walks the table).
+      projects, as DynamoDB does; moto counted whole items, so a query on a narrow index
+      took several times the pages (each page re-walks the table).
     - An UpdateExpression was parsed twice per request, and each of the ten validation
       passes over its tree rebuilt its node-type table at every node: parsed trees are
       kept by expression text (moto validates a deep copy, never the tree itself) and each
