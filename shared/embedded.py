@@ -103,9 +103,6 @@ class SerializedApp:
                 if self.profile is not None:
                     self.profile.disable()
         status, headers = captured
-        if environ.get("REQUEST_METHOD") != "HEAD":  # HEAD: the length of what GET would send
-            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-            headers.append(("Content-Length", str(len(payload))))
         return status, headers, payload
 
     def _stats(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
@@ -122,9 +119,7 @@ class SerializedApp:
         if environ.get("REQUEST_METHOD") == "POST":
             self.counts.clear()
             self.busy.clear()
-        start_response(
-            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
-        )
+        start_response("200 OK", [("Content-Type", "application/json")])
         return [payload]
 
 
@@ -539,11 +534,7 @@ def _cheaper_queries() -> None:
         # The index's hash key is the same in every item that matched it: not a sort key.
         same = {name for name, _, _ in _QueryScope.hash_equals}
         names = [name for name in names if name not in same] or names
-        if len(names) == 1:
-            (only,) = names
-            items.sort(key=lambda item: _cast(item.attrs[only]))
-        else:
-            items.sort(key=lambda item: tuple([_cast(item.attrs[name]) for name in names]))
+        items.sort(key=lambda item: tuple([_cast(item.attrs[name]) for name in names]))
         return items
 
     def equal(self: Any, other: Any) -> bool:
@@ -551,13 +542,11 @@ def _cheaper_queries() -> None:
             return bool(self.value == other.value)
         return bool(type_eq(self, other))
 
-    def not_equal(self: Any, other: Any) -> bool:
-        if self.type == "S" == other.type:
-            return bool(self.value != other.value)
-        return bool(type_ne(self, other))
+    def not_equal(self: Any, other: Any) -> bool:  # moto's __ne__ is the negated __eq__
+        return not equal(self, other)
 
     dynamo_type: Any = DynamoType
-    type_eq, type_ne = dynamo_type.__eq__, dynamo_type.__ne__
+    type_eq = dynamo_type.__eq__
     dynamo_type.__eq__, dynamo_type.__ne__ = equal, not_equal
     table_type.query = scoped_query
     table_type.all_items = unsorted_items
@@ -605,7 +594,7 @@ def serve(host: str, port: int, ready_file: Path | None) -> None:
         drain a body it did not read, so it closes each connection and reads what is left);
         with boto3 that costs a connect and a server thread per request: measured, about a
         third of an agent's CPU in boto3. Our app reads every body and buffers every answer
-        with its length (SerializedApp), so its answer is written here and the connection
+        (SerializedApp), so the answer is written here, with its length, and the connection
         serves the client's next request. The 100-continue reply is the stdlib's."""
 
         protocol_version = "HTTP/1.1"
@@ -637,7 +626,7 @@ def serve(host: str, port: int, ready_file: Path | None) -> None:
             status, headers = started
             code, _, message = status.partition(" ")
             self.send_response(int(code), message)
-            head = self.command == "HEAD"
+            head = self.command == "HEAD"  # its Content-Length is what GET would send
             for key, value in headers:
                 if key.lower() not in ("connection", "" if head else "content-length"):
                     self.send_header(key, value)
