@@ -15,12 +15,13 @@ from urllib.parse import urlsplit
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 
+from shared import localkeys
+
 ENDPOINT_ENV = "CLOBI_PEER_ENDPOINT"  # the embedded endpoint's URL, for the workers
 READY_ENV = "CLOBI_PEER_READY_DIR"  # each worker touches a file named by its pid here when ready
 TASK = "clobi_peer.run_job"
 QUEUE = "clobi-peer"
 TABLE = "clobi-peer-results"
-KEY = "clobi-peer"  # the endpoint takes any credentials
 RESULT = "0" * 1024  # every job prints 1 KiB (`printf %01024d 0`), returned as its result
 POLLING_INTERVAL_S = 0.05
 # Celery's default, 8 messages a worker. For short tasks its docs suggest raising it; on this
@@ -30,11 +31,21 @@ PREFETCH_MULTIPLIER = 4
 app = Celery("clobi_peer")
 
 
+def keys() -> tuple[str, str]:
+    """The embedded endpoint's key pair (of the benchmark's CLOBI_HOME): it signs every
+    request, Celery's too."""
+    found = localkeys.read(localkeys.default_path())
+    if found is None:
+        raise RuntimeError(f"no key pair at {localkeys.default_path()}")
+    return found
+
+
 def settings(endpoint_url: str) -> dict[str, Any]:
     """The configuration, as Celery's maintainers advise for short tasks on SQS."""
     host = urlsplit(endpoint_url).netloc  # 127.0.0.1:PORT
+    key, secret = keys()
     return {
-        "broker_url": f"sqs://{KEY}:{KEY}@{host}",
+        "broker_url": f"sqs://{key}:{secret}@{host}",
         "broker_transport_options": {
             "region": "us-east-1",
             "is_secure": False,  # the endpoint speaks plain HTTP
@@ -45,7 +56,7 @@ def settings(endpoint_url: str) -> dict[str, Any]:
             "visibility_timeout": 1800,
         },
         "broker_connection_retry_on_startup": True,
-        "result_backend": f"dynamodb://{KEY}:{KEY}@{host}/{TABLE}",
+        "result_backend": f"dynamodb://{key}:{secret}@{host}/{TABLE}",
         "task_default_queue": QUEUE,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -88,7 +99,8 @@ def _own_result_connections(**_: Any) -> None:
     Celery's advice for anything holding connections: set it up in `worker_process_init`."""
     backend: Any = app.backend
     backend._client = None
-    backend._get_client(access_key_id=KEY, secret_access_key=KEY)
+    key, secret = keys()
+    backend._get_client(access_key_id=key, secret_access_key=secret)
 
 
 @worker_ready.connect

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +15,7 @@ from typing import Any
 from jobmgmt.client import JobClient
 from resource_manager.lifecycle import create_session
 from resource_manager.pool import Pool
-from shared import embedded
+from shared import embedded, endpoint, localkeys
 from shared.jobs import pending_key
 from shared.models import JobState, LocalCloud, SessionConfig
 from shared.session import Session
@@ -35,11 +33,7 @@ class Bench:
     pool: Pool
 
     def stats(self, reset: bool = False) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.url}{embedded.STATS_PATH}", method="POST" if reset else "GET"
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return dict(json.loads(response.read()))
+        return endpoint.stats(self.url, reset=reset)
 
     def script(self, name: str, body: str) -> str:
         path = self.home / name
@@ -60,7 +54,11 @@ def bench(vms: int = 0, cores: int = 2, **config: Any) -> Iterator[Bench]:
         old = os.environ.get("CLOBI_HOME")
         os.environ["CLOBI_HOME"] = str(home / "home")
         proc, url = embedded.launch(
-            0, ready_file=home / "ready.json", log_file=home / "endpoint.log", detach=False
+            0,
+            ready_file=home / "ready.json",
+            log_file=home / "endpoint.log",
+            credentials=localkeys.default_path(),
+            detach=False,
         )
         try:
             values: dict[str, Any] = {

@@ -79,14 +79,15 @@ def _submit(app: Any, script: str, jobs: int) -> list[str]:
 
 
 def _client(b: Bench, service: str) -> Any:
-    from benchmarks.celery_app import KEY
+    from benchmarks.celery_app import keys
 
+    key, secret = keys()
     return boto3.client(
         service,
         endpoint_url=b.url,
         region_name="us-east-1",
-        aws_access_key_id=KEY,
-        aws_secret_access_key=KEY,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
     )
 
 

@@ -20,7 +20,7 @@ from jobmgmt.cli import show_table
 from jobmgmt.client import JobClient, summary
 from resource_manager.lifecycle import cleanup_session, create_session
 from resource_manager.pool import Pool
-from shared import embedded
+from shared import embedded, localkeys
 from shared.cli import Progress
 from shared.config import load_job_file
 from shared.errors import ClobiError
@@ -91,7 +91,11 @@ def _home(path: Path) -> Iterator[None]:
 @contextmanager
 def _endpoint(tmp: Path, say: Any) -> Iterator[str]:
     proc, url = embedded.launch(
-        0, ready_file=tmp / "endpoint.json", log_file=tmp / "endpoint.log", detach=False
+        0,
+        ready_file=tmp / "endpoint.json",
+        log_file=tmp / "endpoint.log",
+        credentials=localkeys.default_path(),  # of the demo's own CLOBI_HOME
+        detach=False,
     )
     say(f"[1/6] embedded AWS endpoint up at {url}")
     try:

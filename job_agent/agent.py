@@ -19,12 +19,13 @@ from job_agent.boot import spot_interrupted
 from job_agent.releases import release_volumes
 from job_agent.volumes import VolumeProvider
 from shared import naming
-from shared.aws import translated
+from shared.aws import Aws, translated
 from shared.dispatch import Dispatcher
-from shared.errors import AwsError, JobNotFound
+from shared.errors import AwsError, InvalidJob, JobNotFound
 from shared.message import decode
 from shared.models import Bootstrap, Reason, VmState
 from shared.session import Session
+from shared.taskrules import task_problem
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 20
@@ -50,11 +51,13 @@ class JobAgent:
         self.vm_id = bootstrap.vm_id
         self.cloud = bootstrap.cloud
         self.cores = bootstrap.cores
-        self.session = Session(bootstrap.session)
+        info = bootstrap.session
+        cloud = next((c for c in info.config.clouds if c.name == bootstrap.cloud), None)
+        profile = getattr(cloud, "aws_profile", None)  # a local cloud's, as EC2's instance one
+        self.session = Session(info, Aws(info.region, info.endpoint_url, profile=profile))
         self.config = bootstrap.session.config
         self.root = root
         self.idle_wait_s = idle_wait_s
-        info = bootstrap.session
         self.volumes = volumes or release_volumes(bootstrap, self.session.aws, root)
         self.sandboxes = SandboxCache(self.session, root / "cache")
         self.dispatcher = Dispatcher(self.session)
@@ -278,7 +281,15 @@ class JobAgent:
             # Not enough free slots here: hand it back unclaimed, for this or another agent.
             self._release([(lane, message)], delay_s=NO_FIT_DELAY_S)
             return False
-        task = self.session.jobs.claim(hint.job_id, hint.attempt, self.vm_id)
+        try:
+            task = self.session.jobs.claim(hint.job_id, hint.attempt, self.vm_id)
+            problem = task_problem(task, self.session.info) if task else None
+        except InvalidJob as err:
+            task, problem = None, str(err)
+        if problem is not None:  # ours now, and not to be run: failed, never retried
+            self.session.jobs.reject(hint.job_id, hint.attempt + 1, self.vm_id, problem)
+            self._dead_letter(lane, message, f"job {hint.job_id}: {problem}")
+            return True
         if task is None:
             try:
                 self.session.jobs.get(hint.job_id)

@@ -7,6 +7,7 @@ kills its process and writes nothing more.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 import shutil
 import threading
@@ -21,10 +22,11 @@ from job_agent.volumes import VolumeProvider
 from shared import naming, sandbox
 from shared.aws import translated
 from shared.dispatch import Dispatcher
-from shared.errors import ClobiError
+from shared.errors import ClobiError, SandboxError
 from shared.jobs import Outcome
 from shared.models import JobState, JobTask, Reason
 from shared.session import Session
+from shared.taskrules import sandbox_digest
 
 log = logging.getLogger(__name__)
 FENCE_AFTER = 0.75  # of the lease period without a renewal: the attempt gives up its job
@@ -44,14 +46,25 @@ class SandboxCache:
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
-            path = self._root / Path(key).name
+            digest = sandbox_digest(key, self._session.info.prefix)
+            if digest is None:  # checked with the task already; never a path of its choosing
+                raise SandboxError(f"{key[:200]!r} is not an input sandbox of the session")
+            path = self._root / f"{digest}.tar.gz"
             if not path.exists():
-                self._root.mkdir(parents=True, exist_ok=True)
+                self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
                 tmp = path.with_suffix(".part")
                 with translated("download input sandbox"):
                     self._session.aws.s3.download_file(self._session.info.bucket, key, str(tmp))
+                if _sha256(tmp) != digest:  # replaced in S3: not what was submitted
+                    tmp.unlink()
+                    raise SandboxError(f"input sandbox {digest[:12]}: its content is not its name")
                 tmp.replace(path)
             return path
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as source:
+        return hashlib.file_digest(source, "sha256").hexdigest()
 
 
 class Attempt:
@@ -67,8 +80,10 @@ class Attempt:
         self.task = task
         self._session = session
         self._vm = vm_id
+        self._root = root
         self._workdir = root / f"{task.id}.{task.attempt}"
         self._logs = root / f"{task.id}.{task.attempt}.logs"  # out of the job's reach
+        self._made: list[Path] = []
         self._volumes = volumes
         self._sandboxes = sandboxes
         self._process: JobProcess | None = None
@@ -140,7 +155,7 @@ class Attempt:
 
     def run(self) -> None:
         try:
-            outcome = self._run()
+            outcome = self._run() if self._made_workdirs() else self._failed_workdirs()
             if outcome is None:
                 return
             with self.write_turn():
@@ -163,12 +178,29 @@ class Attempt:
             # Nothing was recorded: the lease runs out and the reaper retries the job.
             log.exception("job %s attempt %d: agent error", self.task.id, self.task.attempt)
         finally:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            shutil.rmtree(self._logs, ignore_errors=True)
+            for made in self._made:  # only what this attempt made: never a planted path
+                shutil.rmtree(made, ignore_errors=True)
+
+    def _made_workdirs(self) -> bool:
+        """The work and log folders, made fresh (never an existing path, never through a
+        link) right inside the jobs folder, private to the agent till the job starts."""
+        self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        root = self._root.resolve()
+        for folder in (self._workdir, self._logs):
+            if folder.parent.resolve() != root:
+                return False
+            try:
+                folder.mkdir(mode=0o700)
+            except OSError:
+                return False
+            self._made.append(folder)
+        return True
+
+    def _failed_workdirs(self) -> Outcome:
+        return self._failed(Reason.AGENT_ERROR, f"cannot make a fresh {self._workdir.name}")
 
     def _run(self) -> Outcome | None:
         task = self.task
-        self._workdir.mkdir(parents=True, exist_ok=True)
         try:
             sandbox.extract(self._sandboxes.get(task.sandbox_key), self._workdir)
         except ClobiError as err:
@@ -179,7 +211,6 @@ class Attempt:
                 release_dir = self._volumes.mount(task.release)
             except ClobiError as err:
                 return self._failed(Reason.RELEASE_ERROR, str(err))
-        self._logs.mkdir(parents=True, exist_ok=True)
         env = job_environment(task, self._session.id, self._workdir, release_dir)
         with self._lock:
             if self._pending_kill is not None:

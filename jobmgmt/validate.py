@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from shared.errors import ValidationError
 from shared.models import JobSpec, SessionInfo
 from shared.sandbox import DEFAULT_LIMITS
+from shared.taskrules import SCRIPT_NAME, env_problem, output_problem
 
 MAX_SANDBOX_BYTES = 256 * 1024**2
 # env, args and outputs travel in the job item: DynamoDB holds 400 KB an item and 4 MB a
 # transaction (jobs are created 50 a transaction), so a spec's share stays far below both.
 MAX_TASK_BYTES = 64 * 1024
 MAX_JOBS_PER_SUBMIT = 100_000
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESERVED_ENV = ("CLOBI_", "AWS_")  # set by the agent; AWS_* would redirect its credentials
 
 
 def validate_all(specs: Sequence[JobSpec], info: SessionInfo) -> None:
@@ -104,17 +102,14 @@ def _measure(path: Path) -> tuple[int, int]:
 
 def _check_task(spec: JobSpec) -> None:
     """What goes into the job item: outputs, env and args."""
-    for pattern in spec.outputs:
-        parts = PurePosixPath(pattern).parts
-        if not pattern or pattern.startswith("/") or ".." in parts:
-            raise ValidationError(f"output pattern {pattern!r}: must be relative, without '..'")
-    for key, value in spec.env.items():
-        if not ENV_NAME.match(key):
-            raise ValidationError(f"env {key[:64]!r}: not a valid variable name")
-        if key.upper().startswith(RESERVED_ENV):
-            raise ValidationError(f"env {key!r}: CLOBI_* and AWS_* variables are reserved")
-        if "\0" in value:
-            raise ValidationError(f"env {key!r}: the value holds a NUL character")
+    name = Path(spec.script).name
+    if name in (".", "..") or not SCRIPT_NAME.fullmatch(name):
+        raise ValidationError(f"script {name[:80]!r}: not a plain file name")
+    problems = [output_problem(pattern) for pattern in spec.outputs]
+    problems += [env_problem(key, value) for key, value in spec.env.items()]
+    for problem in problems:
+        if problem:
+            raise ValidationError(problem)
     if any("\0" in arg for arg in spec.args):
         raise ValidationError(f"args of {spec.script}: an argument holds a NUL character")
     size = len(json.dumps([spec.env, spec.args, spec.outputs, spec.name]).encode())

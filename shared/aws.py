@@ -16,11 +16,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
+from shared import localkeys
 from shared.errors import AwsError, ConditionFailed
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-# Not a credential: the embedded endpoint accepts any key, and boto3 refuses to sign without one.
-_EMBEDDED_KEY = "clobi-embedded"
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -72,10 +71,15 @@ class Aws:
         retries: int = 4,
         read_timeout_s: float = 30.0,
         pool_size: int = 32,
+        profile: str | None = None,
     ) -> None:
+        """`profile`: sign with that AWS profile (a local cloud's `aws_profile`); else, for a
+        loopback endpoint, with the embedded endpoint's key when this machine has one; else
+        with boto3's usual credential chain."""
         self.region = region
         self.endpoint_url = endpoint_url
-        self._session = boto3.session.Session(region_name=region)
+        self._profile = profile
+        self._session = boto3.session.Session(region_name=region, profile_name=profile)
         self._config = Config(
             retries={"max_attempts": retries, "mode": "standard"},
             connect_timeout=5,
@@ -106,9 +110,10 @@ class Aws:
         kwargs: dict[str, Any] = {"config": config or self._config}
         if endpoint_url:
             kwargs["endpoint_url"] = endpoint_url
-        if is_loopback(endpoint_url) and self._session.get_credentials() is None:
-            kwargs["aws_access_key_id"] = _EMBEDDED_KEY
-            kwargs["aws_secret_access_key"] = _EMBEDDED_KEY
+        if is_loopback(endpoint_url) and self._profile is None:
+            keys = localkeys.read(localkeys.default_path())
+            if keys is not None:
+                kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = keys
         client = self._session.client(service, **kwargs)
         if service == "s3":  # the session bucket's policy denies unencrypted uploads
             for operation in ("PutObject", "CreateMultipartUpload"):

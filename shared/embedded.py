@@ -15,6 +15,7 @@ import argparse
 import copy
 import cProfile
 import functools
+import hmac
 import importlib
 import inspect
 import io
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from shared import localkeys
+from shared.endpoint_auth import Refused, SecretLookup, check, refusal
 from shared.errors import EndpointError
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,13 @@ StartResponse = Callable[..., Any]
 class SerializedApp:
     """WSGI middleware: one request at a time inside the backend, long polls outside the lock."""
 
-    def __init__(self, app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]]) -> None:
+    def __init__(
+        self,
+        app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]],
+        secret_of: SecretLookup,
+    ) -> None:
         self._app = app
+        self._secret_of = secret_of
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.busy: dict[str, float] = defaultdict(float)  # backend CPU seconds per operation
@@ -60,6 +68,12 @@ class SerializedApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         body = _read_body(environ)
         environ[DRAINED] = True
+        try:
+            check(environ, body, self._secret_of)
+        except Refused as refused:
+            status, headers, payload = refusal(environ, refused)
+            start_response(status, headers)
+            return [payload]
         if environ.get("PATH_INFO", "").startswith(STATS_PATH):
             return self._stats(environ, start_response)
         operation = _operation(environ, body)
@@ -203,12 +217,31 @@ def _has_messages(payload: bytes) -> bool:
     return b'"Messages"' in payload or b"<Message>" in payload
 
 
-def make_app() -> SerializedApp:
+def make_app(key: str, secret: str) -> SerializedApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     speed_up_moto()
     _backend_never_waits()
-    return SerializedApp(DomainDispatcherApplication(create_backend_app))
+    return SerializedApp(DomainDispatcherApplication(create_backend_app), _secrets(key, secret))
+
+
+def _secrets(key: str, secret: str) -> SecretLookup:
+    """The endpoint's own key, then the keys of IAM users made through it (by someone who
+    held a key already: the IAM tests run each component with its own policy's key)."""
+
+    def secret_of(access_key: str) -> str | None:
+        if hmac.compare_digest(access_key, key):
+            return secret
+        from moto.iam.models import iam_backends
+
+        for account in list(iam_backends.values()):
+            for backend in list(account.values()):
+                found = backend.access_keys.get(access_key)
+                if found is not None:
+                    return str(found.secret_access_key)
+        return None
+
+    return secret_of
 
 
 TUNED_MOTO = "5."  # the adjustments below were measured and tested against moto 5.x
@@ -585,7 +618,7 @@ def _cheaper_update_expressions() -> None:
     traverser.process = process
 
 
-def serve(host: str, port: int, ready_file: Path | None) -> None:
+def serve(host: str, port: int, ready_file: Path | None, credentials: Path) -> None:
     """Run the endpoint in this process until SIGTERM/SIGINT. Blocks."""
     from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -641,7 +674,11 @@ def serve(host: str, port: int, ready_file: Path | None) -> None:
         def log_request(self, *args: Any, **kwargs: Any) -> None:
             pass
 
-    server = make_server(host, port, make_app(), threaded=True, request_handler=Handler)
+    keys = localkeys.read(credentials)
+    if keys is None:
+        raise EndpointError(f"no key pair at {credentials}")
+    app = make_app(*keys)
+    server = make_server(host, port, app, threaded=True, request_handler=Handler)
     url = f"http://{host}:{server.server_port}"
 
     def stop(signum: int, frame: Any) -> None:
@@ -654,8 +691,7 @@ def serve(host: str, port: int, ready_file: Path | None) -> None:
         tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
         tmp.replace(ready_file)
     server.serve_forever()
-    app = server.app
-    if isinstance(app, SerializedApp) and app.profile is not None:
+    if app.profile is not None:
         app.profile.dump_stats(os.environ["CLOBI_ENDPOINT_PROFILE"])
 
 
@@ -664,12 +700,15 @@ def launch(
     *,
     ready_file: Path,
     log_file: Path,
+    credentials: Path,
     detach: bool = True,
     timeout_s: float = 30.0,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the endpoint in a child process; return it and its URL once it answers."""
+    """Start the endpoint in a child process; return it and its URL once it answers. It
+    verifies every request against the key pair in `credentials` (made if missing)."""
+    localkeys.ensure(credentials)
     ready_file.unlink(missing_ok=True)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             [
@@ -680,6 +719,8 @@ def launch(
                 str(port),
                 "--ready-file",
                 str(ready_file),
+                "--credentials",
+                str(credentials),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -699,9 +740,10 @@ def launch(
 
 
 def _server_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("AWS_ACCESS_KEY_ID", "clobi-embedded")
-    env.setdefault("AWS_SECRET_ACCESS_KEY", "clobi-embedded")
+    """The user's environment without any AWS credential or profile: the endpoint needs
+    none, and a process that holds none can leak none."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_SHARED_CREDENTIALS_FILE"] = env["AWS_CONFIG_FILE"] = os.devnull
     return env
 
 
@@ -710,8 +752,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--credentials", type=Path, required=True, help="its key pair")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.ready_file)
+    serve(args.host, args.port, args.ready_file, args.credentials)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from shared import embedded
-from shared.errors import EndpointError
+from shared import embedded, localkeys
+from shared.endpoint_auth import sign
+from shared.errors import ClobiError, EndpointError
 from shared.home import local_dir
 
 LOCAL = "local"
@@ -50,7 +52,13 @@ def up(port: int = DEFAULT_PORT) -> str:
     current = status()
     if current.running and current.url:
         return current.url
-    _, url = embedded.launch(port, ready_file=_state_file(), log_file=_log_file(), detach=True)
+    _, url = embedded.launch(
+        port,
+        ready_file=_state_file(),
+        log_file=_log_file(),
+        credentials=localkeys.default_path(),
+        detach=True,
+    )
     return url
 
 
@@ -97,8 +105,30 @@ def _alive(pid: int) -> bool:
 
 
 def _answers(url: str) -> bool:
+    """Whether the endpoint at `url` answers a request signed with this machine's key."""
     try:
-        with urllib.request.urlopen(f"{url}/moto-api/", timeout=2) as response:
-            return bool(response.status < 500)
-    except OSError:
+        return stats(url) is not None
+    except (OSError, ClobiError):
         return False
+
+
+def stats(url: str, *, reset: bool = False) -> dict[str, Any]:
+    """The endpoint's request counts and CPU time (POST: then zeroed), signed with the key
+    of this CLOBI_HOME. Raises OSError, EndpointError."""
+    keys = localkeys.read(localkeys.default_path())
+    if keys is None:
+        raise EndpointError(f"no key for the embedded endpoint at {localkeys.default_path()}")
+    return dict(signed_request(url, embedded.STATS_PATH, keys, "POST" if reset else "GET"))
+
+
+def signed_request(
+    url: str, path: str, keys: tuple[str, str], method: str = "GET", body: bytes = b""
+) -> Any:
+    """A request to the endpoint's own pages (stats, moto's API), signed; its JSON answer."""
+    target = f"{url}{path}"
+    headers = sign(method, target, *keys, body=body)
+    headers["Content-Type"] = "text/plain"  # urllib's form default would hide a body from moto
+    request = urllib.request.Request(target, data=body or None, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read()
+    return json.loads(text) if text.strip().startswith((b"{", b"[")) else text

@@ -43,3 +43,7 @@ class JobNotFound(ClobiError):
 
 class EndpointError(ClobiError):
     """The embedded AWS endpoint could not be started, reached or stopped."""
+
+
+class InvalidJob(ClobiError):
+    """A claimed job item whose task cannot be run as it is (forged or corrupt)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.aws import Aws, from_item, to_item, to_value, translated
-from shared.errors import ConditionFailed, JobNotFound
+from shared.errors import ConditionFailed, InvalidJob, JobNotFound
 from shared.events import EventLog
 from shared.models import JobState, JobStatus, JobTask, Reason
 from shared.timeutil import iso, parse_iso, utcnow
@@ -343,14 +343,26 @@ class JobTable:
                 return None
             if int(item["attempt"]) != attempt + 1 or item.get("lease_seq") != 0:
                 return None
-        return JobTask(
-            id=job_id,
-            name=item["name"],
-            priority=int(item["priority"]),
-            attempt=int(item["attempt"]),
-            max_attempts=int(item["max_attempts"]),
-            **json.loads(item["task"]),
+        try:
+            return JobTask(
+                id=job_id,
+                name=item["name"],
+                priority=int(item["priority"]),
+                attempt=int(item["attempt"]),
+                max_attempts=int(item["max_attempts"]),
+                **json.loads(item["task"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:  # pydantic's errors are ValueErrors
+            raise InvalidJob(f"job {job_id}: its item holds no valid task") from err
+
+    def reject(self, job_id: str, attempt: int, vm: str, detail: str) -> bool:
+        """A claimed job whose task fails the agent's checks: `failed` (invalid) at once,
+        never retried, as the owner of the attempt. False if it was not ours any more."""
+        event = self.events.item(
+            job_id, "failed", attempt=attempt, vm=vm, detail=f"invalid: {detail}"[:500]
         )
+        fields = {"state": "failed", "reason": str(Reason.INVALID), "finished_at": iso(utcnow())}
+        return self._transition(job_id, fields, _OWNED, _owned_values(attempt, vm), [event])
 
     def started_event(self, task: JobTask, vm: str) -> dict[str, Any]:
         return self.events.item(task.id, "started", attempt=task.attempt, vm=vm)

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from shared.naming import is_job_id
+
+MAX_ATTEMPTS = 100  # as a session's max_attempts
+MAX_CORES = 256  # as a VM's cores
 
 VERSION = 1
 
@@ -39,11 +45,15 @@ def decode(body: str) -> JobMessage | None:
     session, job_id, attempt = data.get("s"), data.get("j"), data.get("a")
     if data.get("wake") is True and isinstance(session, str):
         return None
-    if not isinstance(session, str) or not isinstance(job_id, str) or not job_id:
+    if not isinstance(session, str) or not isinstance(job_id, str) or not is_job_id(job_id):
         raise ValueError("message names no job")
-    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
+    if not _within(attempt, 0, MAX_ATTEMPTS - 1):  # the attempts made so far
         raise ValueError("message has no valid attempt")
     cores = data.get("c", 1)
-    if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
+    if not _within(cores, 1, MAX_CORES):
         raise ValueError("message has no valid core count")
     return JobMessage(session, job_id, attempt, cores)
+
+
+def _within(value: Any, low: int, high: int) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high

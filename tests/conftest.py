@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import urllib.request
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,11 @@ import pytest
 from resource_manager.drivers.local import session_root
 from resource_manager.lifecycle import create_session
 from resource_manager.pool import Pool
-from shared import embedded
+from shared import embedded, localkeys
 from shared.errors import ClobiError
 from shared.models import LocalCloud, SessionConfig
 from shared.session import Session
+from tests.faults.state import lose_state
 
 os.environ.update(
     {
@@ -29,10 +30,23 @@ os.environ.pop("CLOBI_SESSION", None)
 
 
 @pytest.fixture(scope="session")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def endpoint_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test endpoint's key pair; every test's CLOBI_HOME gets a copy, as `clobi local up`
+    leaves one in the user's."""
+    path = tmp_path_factory.mktemp("keys") / "credentials"
+    localkeys.ensure(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def endpoint(tmp_path_factory: pytest.TempPathFactory, endpoint_keys: Path) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("endpoint")
     proc, url = embedded.launch(
-        0, ready_file=tmp / "ready.json", log_file=tmp / "endpoint.log", detach=False
+        0,
+        ready_file=tmp / "ready.json",
+        log_file=tmp / "endpoint.log",
+        credentials=endpoint_keys,
+        detach=False,
     )
     yield url
     proc.terminate()
@@ -40,18 +54,18 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def clobi_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def clobi_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint_keys: Path) -> Path:
     home = tmp_path / "clobi-home"
     monkeypatch.setenv("CLOBI_HOME", str(home))
+    (home / "local").mkdir(mode=0o700, parents=True)
+    shutil.copy(endpoint_keys, home / "local" / "credentials")
     return home
 
 
 @pytest.fixture
 def aws_endpoint(endpoint: str) -> str:
     """The endpoint, emptied of every earlier test's state."""
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    lose_state(endpoint)
     return endpoint
 
 

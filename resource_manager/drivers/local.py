@@ -28,11 +28,7 @@ class LocalDriver(CloudDriver):
     def __init__(self, info: SessionInfo, cloud: LocalCloud) -> None:
         self.name = cloud.name
         self._root = session_root(info.id)
-        self._env = dict(os.environ)
-        if cloud.aws_profile:  # environment credentials would win over the profile
-            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-                self._env.pop(name, None)
-            self._env["AWS_PROFILE"] = cloud.aws_profile
+        self._env = dict(os.environ)  # an aws_profile is the agent's to use: see JobAgent
 
     def launch(self, bootstrap: Bootstrap) -> str:
         vm_dir = self._root / bootstrap.vm_id

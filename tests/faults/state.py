@@ -3,10 +3,11 @@ restarted would), while clobi's components keep running."""
 
 from __future__ import annotations
 
-import urllib.request
+from shared import endpoint, localkeys
 
 
-def lose_state(endpoint: str) -> None:
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+def lose_state(url: str) -> None:
+    """moto's reset, signed with the key of this test's CLOBI_HOME (the endpoint's)."""
+    keys = localkeys.read(localkeys.default_path())
+    assert keys is not None, "no key pair in this test's CLOBI_HOME"
+    endpoint.signed_request(url, "/moto-api/reset", keys, "POST")

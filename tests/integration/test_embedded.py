@@ -10,20 +10,29 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from shared import localkeys
 from shared.aws import Aws
+from shared.endpoint_auth import sign
 
 ITEMS = 100
 RACERS = 4
 
 
 def _client(endpoint: str, service: str):  # type: ignore[no-untyped-def]
+    key, secret = _keys()
     return boto3.client(
         service,
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
     )
+
+
+def _keys() -> tuple[str, str]:
+    keys = localkeys.read(localkeys.default_path())  # the endpoint's, as `clobi local up` left
+    assert keys is not None
+    return keys
 
 
 def _race(endpoint: str, racer: int, start: float, winners: multiprocessing.Queue[tuple]) -> None:
@@ -157,19 +166,19 @@ def test_connections_are_kept_alive_and_head_says_the_length(aws_endpoint: str) 
     aws.s3.put_object(Bucket="keep-alive", Key="k", Body=b"x" * 1234)
     where = urlparse(aws_endpoint)
     conn = http.client.HTTPConnection(where.hostname or "", where.port)
-    params = {"Bucket": "keep-alive", "Key": "k"}
-    urls = {
-        "GET": urlparse(aws.s3.generate_presigned_url("get_object", Params=params)),
-        "HEAD": urlparse(aws.s3.generate_presigned_url("head_object", Params=params)),
-    }
+    url = f"{aws_endpoint}/keep-alive/k"
+
+    def signed(method: str) -> dict[str, str]:
+        return sign(method, url, *_keys(), service="s3")
+
     answers = []
     for method in ("GET", "HEAD", "GET"):
-        conn.request(method, f"{urls[method].path}?{urls[method].query}")
+        conn.request(method, "/keep-alive/k", headers=signed(method))
         response = conn.getresponse()
         answers.append((response.status, response.getheader("Content-Length"), response.read()))
         assert not response.will_close, "the connection serves the next request"
     sock = conn.sock
-    conn.request("GET", f"{urls['GET'].path}?{urls['GET'].query}")
+    conn.request("GET", "/keep-alive/k", headers=signed("GET"))
     conn.getresponse().read()
     assert conn.sock is sock, "no new connection was opened"
     assert answers == [(200, "1234", b"x" * 1234), (200, "1234", b""), (200, "1234", b"x" * 1234)]

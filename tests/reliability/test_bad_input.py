@@ -13,11 +13,11 @@ import io
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
 import tarfile
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -37,6 +37,7 @@ from shared.errors import ClobiError, SandboxError
 from shared.jobs import Outcome
 from shared.models import JobState, LocalCloud, SessionConfig
 from shared.session import Session
+from tests.faults.state import lose_state
 from tests.helpers import Result, cli
 
 MAX_MEMBERS = sandbox.DEFAULT_LIMITS.max_members
@@ -53,15 +54,16 @@ class Shared:
 
 
 @pytest.fixture(scope="module")
-def shared(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Shared:
+def shared(endpoint: str, endpoint_keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Shared:
     """One session for the module (a fresh one a test would cost seconds): priorities 1..3,
     local VMs of 2 cores, no release, and one queued job named `keep`. Every test checks that
     the endpoint holds the same before and after, so they may share it."""
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
     home = tmp_path_factory.mktemp("bad-input")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CLOBI_HOME", str(home / "clobi-home"))
+        (home / "clobi-home" / "local").mkdir(mode=0o700, parents=True)
+        shutil.copy(endpoint_keys, home / "clobi-home" / "local" / "credentials")
+        lose_state(endpoint)
         config = SessionConfig(
             name="bad",
             endpoint_url=endpoint,

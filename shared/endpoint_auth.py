@@ -1,0 +1,118 @@
+"""The embedded endpoint's door: every request must carry a valid SigV4 signature made with
+the endpoint's own key pair (or with the key of an IAM user created through it); everything
+else is refused before moto sees it, moto's `/moto-api/` and clobi's stats included."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+# Hex digests stand for a signed body; anything else (UNSIGNED-PAYLOAD, streaming) does not.
+_HEX = frozenset("0123456789abcdef")
+SecretLookup = Callable[[str], str | None]
+
+
+class Refused(Exception):
+    """A request the endpoint does not serve: why, and AWS's error code for it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check(environ: dict[str, Any], body: bytes, secret_of: SecretLookup) -> None:
+    """Raise Refused unless the request is signed by a key `secret_of` knows."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if not auth.startswith("AWS4-HMAC-SHA256 "):
+        raise Refused("MissingAuthenticationToken", "the request is not signed (SigV4)")
+    fields = _fields(auth[len("AWS4-HMAC-SHA256 ") :])
+    try:
+        key, date, region, service, terminator = fields["Credential"].split("/")
+        signed = fields["SignedHeaders"].split(";")
+        signature = fields["Signature"]
+    except (KeyError, ValueError):
+        raise Refused("IncompleteSignature", "malformed Authorization header") from None
+    secret = secret_of(key)
+    if secret is None:
+        raise Refused("InvalidClientTokenId", "the access key is not this endpoint's")
+    stamp = environ.get("HTTP_X_AMZ_DATE", "")
+    if terminator != "aws4_request" or not stamp.startswith(date) or "host" not in signed:
+        raise Refused("IncompleteSignature", "malformed credential scope")
+    declared = environ.get("HTTP_X_AMZ_CONTENT_SHA256", "")
+    signed_body = len(declared) == 64 and set(declared) <= _HEX
+    if signed_body and hashlib.sha256(body).hexdigest() != declared:
+        raise Refused("XAmzContentSHA256Mismatch", "the body is not the one signed")
+    request = AWSRequest(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        url=f"http://{environ.get('HTTP_HOST', '')}{_raw_target(environ)}",
+        data=body,
+        headers={name: _header(environ, name) for name in signed},
+    )
+    request.context["timestamp"] = stamp
+    signer_type = S3SigV4Auth if service == "s3" else SigV4Auth
+    signer = signer_type(Credentials(key, secret), service, region)
+    canonical = signer.canonical_request(request)
+    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    if not hmac.compare_digest(expected, signature):
+        raise Refused("SignatureDoesNotMatch", "the signature does not match")
+
+
+def refusal(environ: dict[str, Any], refused: Refused) -> tuple[str, list[Any], bytes]:
+    """A 403 answer in the error shape the request's protocol expects, so SDKs show the code."""
+    code, message = refused.code, str(refused)
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    service = auth.split("Credential=", 1)[-1].split("/")[3:4] if "Credential=" in auth else []
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        body = f'{{"__type":"{code}","message":"{message}"}}'.encode()
+        return "403 Forbidden", [("Content-Type", "application/x-amz-json-1.0")], body
+    if service == ["ec2"]:
+        xml = f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        xml += "</Errors></Response>"
+    elif service == ["s3"] or not service:
+        xml = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    else:
+        xml = f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+        xml += f"<Message>{message}</Message></Error></ErrorResponse>"
+    return "403 Forbidden", [("Content-Type", "text/xml")], xml.encode()
+
+
+def _fields(text: str) -> dict[str, str]:
+    fields = {}
+    for part in text.split(","):
+        name, _, value = part.strip().partition("=")
+        fields[name] = value
+    return fields
+
+
+def _raw_target(environ: dict[str, Any]) -> str:
+    """The path and query exactly as the client sent them (the signature covers those)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        return str(urlsplit(raw)._replace(scheme="", netloc="").geturl())
+    query = environ.get("QUERY_STRING", "")
+    return environ.get("PATH_INFO", "/") + (f"?{query}" if query else "")
+
+
+def _header(environ: dict[str, Any], name: str) -> str:
+    key = name.upper().replace("-", "_")
+    if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        return str(environ.get(key, ""))
+    return str(environ.get(f"HTTP_{key}", ""))
+
+
+def sign(
+    method: str, url: str, key: str, secret: str, body: bytes = b"", service: str = "clobi"
+) -> dict[str, str]:
+    """Headers that sign a plain HTTP request to the endpoint (its stats, moto's API; or a
+    service's, which moto tells by the signature's scope)."""
+    request = AWSRequest(method=method, url=url, data=body)
+    signer_type = S3SigV4Auth if service == "s3" else SigV4Auth
+    signer_type(Credentials(key, secret), service, "us-east-1").add_auth(request)
+    return dict(request.headers.items())
