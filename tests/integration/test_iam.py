@@ -6,7 +6,9 @@ is signed with the key of an IAM user holding one filled-in policy from resource
 The Resource Manager (`clobi session create`, `vm start`, `rm --headless`, `session cleanup`)
 and the submitter (`clobi submit`, `wait`, `fetch`) run as CLI processes with their own keys;
 the agent is a local VM whose cloud names an AWS profile, as an EC2 agent has its instance
-profile.
+profile. The session-scoped roles are refused the queues and objects of another session,
+one whose id extends theirs, and within their session the S3 keys that are not theirs to
+write (the agent writes results and logs, the submitter input sandboxes).
 
 Moto's limits, and what this test does about them:
 - moto authorizes DynamoDB, EC2, IAM and STS calls against the resource "*" (it never computes
@@ -42,6 +44,7 @@ from botocore.exceptions import ClientError
 from resource_manager.drivers.local import kill_session
 from resource_manager.policies import fill
 from shared import embedded
+from shared.models import SessionInfo
 from tests.helpers import wait_until
 
 ACCOUNT = "123456789012"  # moto's
@@ -167,8 +170,13 @@ def test_each_component_works_with_its_policy_and_is_denied_other_sessions(
     printed = clobi(rm_env, "session", "create", "--print-policies", str(config))
     *policies_json, mine = printed.splitlines()
     policies = json.loads("\n".join(policies_json))
-    assert policies["agent"] == fill("agent", session=mine, **names)
-    other = clobi(rm_env, "session", "create", str(config)).split()[-1]
+    info = SessionInfo.model_validate_json((home / "sessions" / f"{mine}.json").read_text())
+    assert policies["agent"] == fill("agent", session=info, **names)
+    # The other session is named after this one's id: its names all extend this one's.
+    longer = tmp_path / "longer.toml"
+    longer.write_text(config.read_text().replace('name = "iam"', f'name = "{mine}"'))
+    other = clobi(rm_env, "session", "create", str(longer)).split()[-1]
+    assert other.startswith(f"{mine}-")
     assert (
         json.loads(clobi(rm_env, "session", "policies", "submitter", "--session", mine))
         == (policies["submitter"])
@@ -231,6 +239,12 @@ def test_each_component_works_with_its_policy_and_is_denied_other_sessions(
         assert denied(s3.put_object, Bucket=BUCKET, Key=f"{prefix}x", Body=b"x")
         assert denied(s3.get_object, Bucket=BUCKET, Key=f"{prefix}x")
     assert denied(roles.client("sqs", "submitter").delete_queue, QueueUrl=queue)
+    # Within the session, each role writes only its own kind of S3 key.
+    agent_s3, user_s3 = roles.client("s3", "agent"), roles.client("s3", "submitter")
+    sandbox = f"{info.prefix}sandboxes/{'0' * 64}.tar.gz"
+    assert denied(agent_s3.put_object, Bucket=BUCKET, Key=sandbox, Body=b"x")
+    for key in ("jobs/x.0/1/result.tar.gz", "logs/vm-x.log", "releases/sw.tar.gz"):
+        assert denied(user_s3.put_object, Bucket=BUCKET, Key=info.prefix + key, Body=b"x")
 
     # Moto fails the signature of a ListObjectsV2 with a prefix under enforcement
     # (getmoto/moto#5948), and cleanup lists the prefix: it runs with enforcement off.
