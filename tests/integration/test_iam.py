@@ -32,7 +32,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,8 @@ from botocore.exceptions import ClientError
 
 from resource_manager.drivers.local import kill_session
 from resource_manager.policies import fill
-from shared import embedded
+from shared import embedded, localkeys
+from shared.endpoint import signed_request
 from shared.models import SessionInfo
 from tests.helpers import wait_until
 
@@ -56,7 +56,11 @@ UNSCOPED_BY_MOTO = ("dynamodb:", "ec2:", "iam:", "sts:", "sqs:CreateQueue", "sqs
 @pytest.fixture
 def guarded_endpoint(tmp_path: Path) -> Iterator[str]:
     proc, url = embedded.launch(
-        0, ready_file=tmp_path / "ready.json", log_file=tmp_path / "endpoint.log", detach=False
+        0,
+        ready_file=tmp_path / "ready.json",
+        log_file=tmp_path / "endpoint.log",
+        credentials=tmp_path / "endpoint-keys",  # the administrator's; no component's
+        detach=False,
     )
     yield url
     proc.terminate()
@@ -80,15 +84,18 @@ def for_moto(policy: dict[str, Any]) -> dict[str, Any]:
 class Roles:
     """IAM users with one policy each, created through the IAM API of the moto server."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, admin_keys: Path) -> None:
         self.endpoint = endpoint
+        keys = localkeys.read(admin_keys)
+        assert keys is not None
+        self.admin = keys  # the endpoint's own key: creates the first IAM users
         self.keys: dict[str, tuple[str, str]] = {}
 
     def iam(self, as_role: str | None) -> Any:
         return self.client("iam", as_role)
 
     def client(self, service: str, role: str | None) -> Any:
-        key, secret = self.keys[role] if role else ("bootstrap", "bootstrap")
+        key, secret = self.keys[role] if role else self.admin
         return boto3.client(
             service,
             region_name=REGION,
@@ -125,16 +132,9 @@ def clobi(env: dict[str, str], *args: str, timeout: float = 60) -> str:
     return done.stdout
 
 
-def enforce(endpoint: str, after: float) -> None:
+def enforce(endpoint: str, admin: tuple[str, str], after: float) -> None:
     """IAM enforcement on for every request after the next `after` ones (inf: off)."""
-    request = urllib.request.Request(
-        f"{endpoint}/moto-api/reset-auth",
-        data=str(after).encode(),
-        method="POST",
-        headers={"Content-Type": "text/plain"},  # a form body would hide it from moto
-    )
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    signed_request(endpoint, "/moto-api/reset-auth", admin, "POST", str(after).encode())
 
 
 def denied(call: Any, **kwargs: Any) -> bool:
@@ -149,7 +149,7 @@ def test_each_component_works_with_its_policy_and_is_denied_other_sessions(
     tmp_path: Path, guarded_endpoint: str
 ) -> None:
     home = tmp_path / "home"
-    roles = Roles(guarded_endpoint)
+    roles = Roles(guarded_endpoint, tmp_path / "endpoint-keys")
     every = {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
@@ -157,7 +157,7 @@ def test_each_component_works_with_its_policy_and_is_denied_other_sessions(
     roles.create("admin", every)
     names = {"region": REGION, "account": ACCOUNT, "bucket": BUCKET}
     roles.create("rm", fill("resource-manager", session="*", **names))
-    enforce(guarded_endpoint, after=0)
+    enforce(guarded_endpoint, roles.admin, after=0)
     assert denied(roles.iam("rm").create_user, UserName="intruder")  # enforcement is on
 
     config = tmp_path / "session.toml"
@@ -248,7 +248,7 @@ def test_each_component_works_with_its_policy_and_is_denied_other_sessions(
 
     # Moto fails the signature of a ListObjectsV2 with a prefix under enforcement
     # (getmoto/moto#5948), and cleanup lists the prefix: it runs with enforcement off.
-    enforce(guarded_endpoint, after=float("inf"))
+    enforce(guarded_endpoint, roles.admin, after=float("inf"))
     for session in (mine, other):
         clobi(rm_env, "session", "cleanup", "--yes", "--session", session)
     admin_sqs = roles.client("sqs", "admin")
