@@ -16,6 +16,7 @@ from typing import Any
 
 from job_agent.attempt import Attempt, SandboxCache
 from job_agent.boot import spot_interrupted
+from job_agent.identity import SlotUsers
 from job_agent.releases import release_volumes
 from job_agent.volumes import VolumeProvider
 from shared import naming
@@ -60,6 +61,7 @@ class JobAgent:
         self.idle_wait_s = idle_wait_s
         self.volumes = volumes or release_volumes(bootstrap, self.session.aws, root)
         self.sandboxes = SandboxCache(self.session, root / "cache")
+        self.slot_users = SlotUsers(self.config.job_user_on(self.cloud), self.cores)
         self.dispatcher = Dispatcher(self.session)
         self.stopping = threading.Event()
         self._power_off = power_off
@@ -297,7 +299,13 @@ class JobAgent:
                 self._dead_letter(lane, message, f"unknown job {hint.job_id}")
             return True  # a stale or duplicate hint: someone else has the job
         attempt = Attempt(
-            self.session, task, self.vm_id, self.root / "jobs", self.volumes, self.sandboxes
+            self.session,
+            task,
+            self.vm_id,
+            self.root / "jobs",
+            self.volumes,
+            self.sandboxes,
+            self.slot_users,
         )
         thread = threading.Thread(
             target=self._run_attempt, args=(attempt,), name=f"job-{task.id}", daemon=True

@@ -9,14 +9,17 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from job_agent.identity import JobIdentity, SlotUsers
 from job_agent.runner import JobProcess, job_environment
 from job_agent.volumes import VolumeProvider
 from shared import naming, sandbox
@@ -76,6 +79,7 @@ class Attempt:
         root: Path,
         volumes: VolumeProvider,
         sandboxes: SandboxCache,
+        users: SlotUsers,
     ) -> None:
         self.task = task
         self._session = session
@@ -84,6 +88,8 @@ class Attempt:
         self._workdir = root / f"{task.id}.{task.attempt}"
         self._logs = root / f"{task.id}.{task.attempt}.logs"  # out of the job's reach
         self._made: list[Path] = []
+        self._users = users
+        self._identity: JobIdentity | None = None  # the slot user it runs as, while it runs
         self._volumes = volumes
         self._sandboxes = sandboxes
         self._process: JobProcess | None = None
@@ -180,6 +186,8 @@ class Attempt:
         finally:
             for made in self._made:  # only what this attempt made: never a planted path
                 shutil.rmtree(made, ignore_errors=True)
+            if self._identity is not None:  # its processes are gone (JobProcess.wait)
+                self._users.release(self._identity.name)
 
     def _made_workdirs(self) -> bool:
         """The work and log folders, made fresh (never an existing path, never through a
@@ -216,13 +224,14 @@ class Attempt:
             if self._pending_kill is not None:
                 return self._killed_before_start()
             try:
+                self._identity = self._users.acquire()
                 self._process = JobProcess(
                     task,
                     self._workdir,
                     env,
                     self._logs / "stdout",
                     self._logs / "stderr",
-                    user=self._session.info.config.job_user,
+                    self._identity,
                 )
             except (ClobiError, OSError) as err:
                 return self._failed(Reason.AGENT_ERROR, f"cannot start the job: {err}")
@@ -272,8 +281,13 @@ class Attempt:
         A big result is announced first as `saving`, which also checks we still own the job."""
         archive = self._logs / naming.RESULT_ARCHIVE
         streams = [(name, self._capped(name)) for name in ("stdout", "stderr")]
-        with open(archive, "wb") as out:
-            sandbox.write([*streams, *self._outputs()], out)
+        outputs = self._outputs()
+        try:
+            with open(archive, "wb") as out:
+                sandbox.write(streams, out, outputs)
+        finally:
+            for _, handle in outputs:
+                handle.close()
         if archive.stat().st_size > SAVING_ABOVE_BYTES and not self._session.jobs.start_saving(
             self.task, self._vm
         ):
@@ -306,14 +320,29 @@ class Attempt:
                 with translated(f"upload {stream}"):
                     self._session.aws.upload(path, self._session.info.bucket, self._prefix + stream)
 
-    def _outputs(self) -> list[tuple[str, Path]]:
-        found: dict[str, Path] = {}
-        for path in sorted(self._workdir.rglob("*")):
-            relative = path.relative_to(self._workdir).as_posix()
-            if relative in ("stdout", "stderr") or relative.startswith(".tmp"):
-                continue  # the streams have these names in the result
-            if not path.is_file() or path.is_symlink():
+    def _outputs(self) -> list[tuple[str, IO[bytes]]]:
+        """The files matching `outputs`, opened beneath the work folder without following a
+        link at any level (a folder swapped for a link is not entered; a file opened is the
+        file checked), so a job cannot make the agent pack a file outside it."""
+        found: list[tuple[str, IO[bytes]]] = []
+        walk = os.fwalk(self._workdir, follow_symlinks=False)
+        for dirpath, _, filenames, dirfd in walk:
+            folder = Path(dirpath).relative_to(self._workdir)
+            if folder.parts[:1] == (".tmp",):
                 continue
-            if any(fnmatch.fnmatch(relative, pattern) for pattern in self.task.outputs):
-                found[relative] = path
-        return sorted(found.items())
+            for name in filenames:
+                relative = (folder / name).as_posix()
+                if relative in ("stdout", "stderr"):
+                    continue  # the streams have these names in the result
+                if not any(fnmatch.fnmatch(relative, p) for p in self.task.outputs):
+                    continue
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dirfd)
+                except OSError:  # a link (ELOOP), or gone
+                    continue
+                handle = os.fdopen(fd, "rb")
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    found.append((relative, handle))
+                else:
+                    handle.close()
+        return found

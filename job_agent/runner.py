@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import select
 import signal
 import subprocess
@@ -12,9 +11,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from shared.errors import ClobiError
+from job_agent.identity import JobIdentity, confined, hand_over
 from shared.models import JobTask, Reason
 
 KEPT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -37,21 +35,23 @@ class JobProcess:
         env: dict[str, str],
         stdout: Path,
         stderr: Path,
-        user: str | None = None,
+        identity: JobIdentity | None = None,
     ) -> None:
+        """Start the job, without privileges, as `identity` (the agent's user if None)."""
         self._task = task
         self._killed: Reason | None = None
-        identity = _identity(user, workdir)
+        self._identity = identity
+        if identity is not None:
+            hand_over(workdir, identity)
         with open(stdout, "wb") as out, open(stderr, "wb") as err:
             self._proc = subprocess.Popen(
-                ["/bin/bash", task.script, *task.args],
+                confined(["/bin/bash", task.script, *task.args], identity),
                 cwd=workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 process_group=0,
-                **identity,
             )
         self.pid = self._proc.pid
         self._wake_lock = threading.Lock()
@@ -76,6 +76,8 @@ class JobProcess:
                 self._wake_r = self._wake_w = -1
         self._kill_group(signal.SIGKILL)  # whatever the job left behind in its group
         self._kill_escaped()
+        if self._identity is not None:  # its slot user's: even one that shed its markers
+            kill_user(self._identity.uid)
         if self._killed is not None:
             return ProcessResult(code, self._killed)
         return ProcessResult(code, None)
@@ -133,6 +135,34 @@ class JobProcess:
             pass
 
 
+def kill_user(uid: int, rounds: int = 20) -> None:
+    """SIGKILL every process of `uid` (a slot user runs one job at a time) until none is
+    left: nothing a job started outlives it, whatever it did to its group or environment."""
+    for _ in range(rounds):
+        pids = [pid for pid, owner in _owners() if owner == uid]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
+def _owners() -> list[tuple[int, int]]:
+    """(pid, real uid) of the live processes of this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if fields.get("State", "").split()[:1] != ["Z"]:
+                found.append((int(entry.name), int(fields.get("Uid", "-1 0").split()[0])))
+    return found
+
+
 def job_processes(job_id: str, attempt: int | None = None) -> list[int]:
     """Live processes of a job on this machine, found by the CLOBI_ variables it was given."""
     wanted = f"CLOBI_JOB_ID={job_id}".encode()
@@ -149,24 +179,6 @@ def job_processes(job_id: str, attempt: int | None = None) -> list[int]:
         if wanted in environ and state != "Z" and (attempt is None or attempt_var in environ):
             found.append(int(entry.name))
     return found
-
-
-def _identity(user: str | None, workdir: Path) -> dict[str, Any]:
-    """Run as an unprivileged user: it gets the working directory. The agent needs root or
-    CAP_SETUID/CAP_SETGID/CAP_CHOWN for this (vm-image's unit grants them)."""
-    if user is None:
-        return {}
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise ClobiError(f"job user {user!r} does not exist on this VM") from None
-    if entry.pw_uid == os.geteuid():
-        return {}
-    for dirpath, _, filenames in os.walk(workdir):
-        os.chown(dirpath, entry.pw_uid, entry.pw_gid)
-        for name in filenames:
-            os.chown(Path(dirpath, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def job_environment(

@@ -19,7 +19,8 @@ from pydantic import (
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,19}$"
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # no control characters (they reach terminals)
-USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,31}$"  # a POSIX user name
+USER_PATTERN = r"^[a-z_][a-z0-9_-]{0,27}$"  # a POSIX user name, room for "-<slot>"
+EC2_JOB_USER = "clobi-job"  # the slot users' prefix on EC2 VMs when the session names none
 SNAPSHOT_PATTERN = r"^snap-([0-9a-f]{8}|[0-9a-f]{17})$"
 REGION_PATTERN = r"^[a-z]{2,}(-[a-z]+)+-[0-9]+$"
 RELEASE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -209,6 +210,15 @@ class SessionConfig(Frozen):
         if lease is not None and value * 3 > lease:
             raise ValueError(f"must be at most a third of lease_s ({lease})")
         return value
+
+    def job_user_on(self, cloud: str) -> str | None:
+        """The job user of a cloud's VMs: EC2 VMs always run jobs as slot users (their agent
+        holds the unit's capabilities, which a job must never get near)."""
+        if self.job_user is None and any(
+            c.name == cloud and c.driver == "ec2" for c in self.clouds
+        ):
+            return EC2_JOB_USER
+        return self.job_user
 
     def cloud(self, name: str) -> LocalCloud | Ec2Cloud:
         for cloud in self.clouds:

@@ -39,23 +39,63 @@ def pack(entries: Iterable[tuple[str, Path]]) -> bytes:
     return buffer.getvalue()
 
 
-def write(entries: Iterable[tuple[str, Path]], out: IO[bytes]) -> None:
-    """Like `pack`, streaming into a file (for outputs too big to hold in memory)."""
+def write(
+    entries: Iterable[tuple[str, Path]],
+    out: IO[bytes],
+    opened: Iterable[tuple[str, IO[bytes]]] = (),
+) -> None:
+    """Like `pack`, streaming into a file (for outputs too big to hold in memory). `opened`:
+    regular files opened already (by a caller that must not follow a path twice); their size
+    and mode are taken from the open file."""
+    items: list[tuple[str, Path | IO[bytes]]] = [*entries, *opened]
     with (
         gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
-        for name, path in sorted(entries):
-            _add(tar, name, path)
+        for name, source in sorted(items, key=lambda item: item[0]):
+            if isinstance(source, Path):
+                _add(tar, name, source)
+            else:
+                _add_open(tar, name, source)
+
+
+def _add_open(tar: tarfile.TarFile, name: str, handle: IO[bytes]) -> None:
+    status = os.fstat(handle.fileno())
+    if not stat.S_ISREG(status.st_mode):
+        raise SandboxError(f"{name}: not a regular file")
+    info = _info(name)
+    info.size = status.st_size
+    info.mode = 0o755 if status.st_mode & 0o111 else 0o644
+    tar.addfile(info, _Exactly(handle, status.st_size))
+
+
+class _Exactly:
+    """A file read as the size it had when opened: a file that grows meanwhile cannot make
+    the archive lie about its members."""
+
+    def __init__(self, handle: IO[bytes], size: int) -> None:
+        self._handle, self._left = handle, size
+
+    def read(self, count: int = -1) -> bytes:
+        count = self._left if count < 0 else min(count, self._left)
+        data = self._handle.read(count)
+        data += b"\0" * (count - len(data))  # shrunk meanwhile: padded, as tar would
+        self._left -= count
+        return data
+
+
+def _info(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
 
 
 def _add(tar: tarfile.TarFile, name: str, path: Path) -> None:
     if path.is_symlink():
         raise SandboxError(f"{path}: links are not allowed in a sandbox")
-    info = tarfile.TarInfo(name)
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
+    info = _info(name)
     if path.is_dir():
         info.type, info.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(info)

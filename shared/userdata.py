@@ -27,10 +27,7 @@ users:
   - name: clobi
     system: true
     shell: /usr/sbin/nologin
-  - name: clobi-job
-    system: true
-    shell: /usr/sbin/nologin
-write_files:
+{job_users}write_files:
   - path: {bootstrap_path}
     permissions: "0640"
     owner: root:root
@@ -38,9 +35,8 @@ write_files:
     encoding: gz+b64
     content: {bootstrap_b64}
 {install_files}runcmd:
-  # jobs (run as clobi-job) cannot reach the instance metadata, hence not its credentials
-  - [iptables, -A, OUTPUT, -m, owner, --uid-owner, clobi-job, -d, 169.254.169.254, -j, REJECT]
-  - [chown, -R, "root:clobi", /etc/clobi]
+  # only the agent (and root) reach the instance metadata, hence its credentials: no job
+{metadata_rules}  - [chown, -R, "root:clobi", /etc/clobi]
 {install_commands}  - [systemctl, enable, --now, clobi-agent.service]
 """
 
@@ -61,8 +57,30 @@ INSTALL_COMMANDS = """\
 """
 
 
+JOB_USER = """\
+  - name: {name}
+    system: true
+    shell: /usr/sbin/nologin
+"""
+METADATA = {"iptables": "169.254.169.254", "ip6tables": "fd00:ec2::254"}
+
+
+def _metadata_rules() -> str:
+    rules = []
+    for tool, address in METADATA.items():
+        for user in ("root", "clobi"):
+            rules.append(
+                f"[{tool}, -A, OUTPUT, -d, {address}, -m, owner, --uid-owner, {user}, -j, ACCEPT]"
+            )
+        rules.append(f"[{tool}, -A, OUTPUT, -d, {address}, -j, REJECT]")
+    return "".join(f"  - {rule}\n" for rule in rules)
+
+
 def render(bootstrap: Bootstrap) -> str:
-    """The user-data of one VM."""
+    """The user-data of one VM: with a user per slot (`<job_user>-1..cores`)."""
+    job_user = bootstrap.session.config.job_user_on(bootstrap.cloud)
+    slots = range(1, bootstrap.cores + 1) if job_user else range(0)
+    job_users = "".join(JOB_USER.format(name=f"{job_user}-{n}") for n in slots)
     document = json.dumps(json.loads(bootstrap.model_dump_json()), separators=(",", ":"))
     install_files = install_commands = ""
     if bootstrap.session.agent_wheel is not None:
@@ -76,6 +94,8 @@ def render(bootstrap: Bootstrap) -> str:
         bootstrap_b64=_packed(document),
         install_files=install_files,
         install_commands=install_commands,
+        job_users=job_users,
+        metadata_rules=_metadata_rules(),
     )
 
 

@@ -349,7 +349,7 @@ def test_a_loop_image_release_is_mounted_read_only(
 def test_jobs_run_as_the_configured_unprivileged_user(
     tmp_path: Path, make_session: Callable[..., Session]
 ) -> None:
-    session = make_session(job_user="nobody")
+    session = make_session(job_user="clobi-test")
     Pool(session).start("local", 1)
     client = JobClient(session)
     job = client.submit(
@@ -357,7 +357,7 @@ def test_jobs_run_as_the_configured_unprivileged_user(
     )[0]
     row = client.wait([job], timeout=30)[0]
     assert row.state is JobState.SUCCEEDED, client.logs(job)
-    assert client.logs(job)["stdout"] == "nobody\n"
+    assert client.logs(job)["stdout"] == "clobi-test-1\n"  # slot 1's user
 
 
 def test_kill_9_of_an_agent_retries_its_job_elsewhere_with_one_result(

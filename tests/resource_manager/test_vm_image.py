@@ -20,7 +20,7 @@ import yaml
 
 from resource_manager.lifecycle import create_session
 from resource_manager.policies import fill, filled
-from shared import naming
+from shared import localkeys, naming
 from shared.errors import ConfigError
 from shared.models import Bootstrap, Ec2Cloud, SessionConfig, SessionInfo
 from shared.session import Session
@@ -56,10 +56,15 @@ def test_user_data_is_cloud_config_with_the_bootstrap_and_no_credential(
     user_data = render(boot)
     assert user_data.startswith("#cloud-config\n")
     document = yaml.safe_load(user_data)
-    assert {u["name"] for u in document["users"]} == {"clobi", "clobi-job"}
+    assert {u["name"] for u in document["users"]} == {"clobi", "clobi-job-1", "clobi-job-2"}
     assert document["write_files"][0]["path"] == "/etc/clobi/bootstrap.json"
     assert ["systemctl", "enable", "--now", "clobi-agent.service"] in document["runcmd"]
-    assert any("169.254.169.254" in command for command in document["runcmd"])
+    # Only the agent's user (and root) reach the metadata service, over IPv4 and IPv6.
+    for tool, address in (("iptables", "169.254.169.254"), ("ip6tables", "fd00:ec2::254")):
+        rules = [c for c in document["runcmd"] if c[0] == tool and address in c]
+        owners = [r[r.index("--uid-owner") + 1] for r in rules if "--uid-owner" in r]
+        assert owners == ["root", "clobi"] and all(r[-1] == "ACCEPT" for r in rules[:2])
+        assert rules[-1] == [tool, "-A", "OUTPUT", "-d", address, "-j", "REJECT"]
     assert bootstrap_of(user_data) == boot
     assert "install_clobi" not in user_data  # the image has clobi
     assert_no_credential(user_data, boot.model_dump_json())
@@ -135,8 +140,16 @@ def test_a_wheel_session_installs_clobi_at_boot_pinned_by_hash(
         path = tmp_path / "bootstrap.json"
         path.write_text(json.dumps(bootstrap))
         command = [str(venv / "bin" / "python"), str(INSTALLER), "--bootstrap", str(path)]
+        # The instance profile's part, played by the endpoint's key (in the environment: the
+        # installer is stdlib and boto3 only, and knows nothing of clobi's key file).
+        key, secret = localkeys.read(localkeys.default_path()) or ("", "")
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
         return subprocess.run(
-            [*command, "--unit-dir", str(units)], capture_output=True, text=True, timeout=120
+            [*command, "--unit-dir", str(units)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
         )
 
     tampered = json.loads(json.dumps(document))
