@@ -28,6 +28,7 @@ from shared.dispatch import Dispatcher
 from shared.errors import ClobiError, SandboxError
 from shared.jobs import Outcome
 from shared.models import JobState, JobTask, Reason
+from shared.sandbox import INPUT_LIMITS
 from shared.session import Session
 from shared.taskrules import sandbox_digest
 
@@ -210,7 +211,7 @@ class Attempt:
     def _run(self) -> Outcome | None:
         task = self.task
         try:
-            sandbox.extract(self._sandboxes.get(task.sandbox_key), self._workdir)
+            sandbox.extract(self._sandboxes.get(task.sandbox_key), self._workdir, INPUT_LIMITS)
         except ClobiError as err:
             return self._failed(Reason.INPUT_ERROR, str(err))
         release_dir = None

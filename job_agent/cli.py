@@ -43,6 +43,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # Names the agent in every AWS request's User-Agent (CloudTrail, the fault proxy).
     os.environ["AWS_SDK_UA_APP_ID"] = "clobi-agent"
+    os.umask(0o077)  # its logs, caches and work folders are its own (a job's, its slot user's)
     bootstrap = load_bootstrap(args.bootstrap)
     root = args.workdir or Path(bootstrap.workdir or clobi_home() / "agent" / bootstrap.vm_id)
     root.mkdir(parents=True, exist_ok=True)

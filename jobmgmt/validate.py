@@ -10,10 +10,10 @@ from pathlib import Path
 
 from shared.errors import ValidationError
 from shared.models import JobSpec, SessionInfo
-from shared.sandbox import DEFAULT_LIMITS
+from shared.sandbox import INPUT_LIMITS
 from shared.taskrules import SCRIPT_NAME, env_problem, output_problem
 
-MAX_SANDBOX_BYTES = 256 * 1024**2
+MAX_SANDBOX_BYTES = INPUT_LIMITS.max_total_bytes
 # env, args and outputs travel in the job item: DynamoDB holds 400 KB an item and 4 MB a
 # transaction (jobs are created 50 a transaction), so a spec's share stays far below both.
 MAX_TASK_BYTES = 64 * 1024
@@ -73,10 +73,10 @@ def _check_sandbox(spec: JobSpec) -> None:
             f"inputs of {spec.script} are {total} bytes; the limit is "
             f"{MAX_SANDBOX_BYTES} (put big data in S3 or a release)"
         )
-    if members > DEFAULT_LIMITS.max_members:
+    if members > INPUT_LIMITS.max_members:
         raise ValidationError(
             f"inputs of {spec.script} hold {members} files and directories; the limit is "
-            f"{DEFAULT_LIMITS.max_members} (pack them into an archive)"
+            f"{INPUT_LIMITS.max_members} (pack them into an archive)"
         )
     names = [script.name] + [Path(p).name for p in spec.inputs]
     if len(set(names)) != len(names):

@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl
 from shared import localkeys
 from shared.endpoint_auth import Refused, SecretLookup, check, refusal
 from shared.errors import EndpointError
+from shared.home import append_private, private_dir, write_private
 
 log = logging.getLogger(__name__)
 POLL_STEP_S = 0.05
@@ -687,9 +688,7 @@ def serve(host: str, port: int, ready_file: Path | None, credentials: Path) -> N
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if ready_file is not None:
-        tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
-        tmp.replace(ready_file)
+        write_private(ready_file, json.dumps({"url": url, "pid": os.getpid()}))
     server.serve_forever()
     if app.profile is not None:
         app.profile.dump_stats(os.environ["CLOBI_ENDPOINT_PROFILE"])
@@ -708,8 +707,8 @@ def launch(
     verifies every request against the key pair in `credentials` (made if missing)."""
     localkeys.ensure(credentials)
     ready_file.unlink(missing_ok=True)
-    log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
+    private_dir(log_file.parent)
+    with append_private(log_file) as log:
         proc = subprocess.Popen(
             [
                 sys.executable,

@@ -12,7 +12,7 @@ import string
 from pathlib import Path
 
 from shared.errors import EndpointError
-from shared.home import local_dir
+from shared.home import local_dir, private_dir
 
 PROFILE = "clobi-local"
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
@@ -29,7 +29,7 @@ def ensure(path: Path) -> tuple[str, str]:
         return found
     key = "CLOBI" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(15))
     secret = secrets.token_urlsafe(30)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(path.parent)
     text = f"[{PROFILE}]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -29,6 +29,10 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+# An input sandbox: what a submitter may send, and all an agent extracts of one.
+INPUT_LIMITS = Limits(
+    max_members=10_000, max_member_bytes=256 * 1024**2, max_total_bytes=256 * 1024**2
+)
 MAX_NAME_BYTES = 255  # one path component, as Linux file systems allow
 
 
@@ -221,6 +225,8 @@ def _check_member(member: tarfile.TarInfo, limits: Limits) -> None:
     if not (member.isfile() or member.isdir()):
         kind = "link" if member.issym() or member.islnk() else "special file"
         raise SandboxError(f"sandbox member {label}: {kind} not allowed")
+    if member.issparse():  # a few bytes of archive that unpack to its whole declared size
+        raise SandboxError(f"sandbox member {label}: sparse file not allowed")
     if member.mode & (stat.S_ISUID | stat.S_ISGID):
         raise SandboxError(f"sandbox member {label}: setuid/setgid bit not allowed")
     if member.isfile() and not path.parts:

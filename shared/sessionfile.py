@@ -8,7 +8,7 @@ from pathlib import Path
 import pydantic
 
 from shared.errors import SessionNotFound
-from shared.home import sessions_dir
+from shared.home import sessions_dir, write_private
 from shared.models import SessionInfo
 
 
@@ -18,9 +18,7 @@ def path_for(session_id: str) -> Path:
 
 def save(info: SessionInfo) -> Path:
     path = path_for(info.id)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(info.model_dump_json(indent=2) + "\n")
-    tmp.replace(path)
+    write_private(path, info.model_dump_json(indent=2) + "\n")
     return path
 
 

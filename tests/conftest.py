@@ -15,6 +15,7 @@ from resource_manager.lifecycle import create_session
 from resource_manager.pool import Pool
 from shared import embedded, localkeys
 from shared.errors import ClobiError
+from shared.home import private_dir
 from shared.models import LocalCloud, SessionConfig
 from shared.session import Session
 from tests.faults.state import lose_state
@@ -57,7 +58,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory, endpoint_keys: Path) -> I
 def clobi_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint_keys: Path) -> Path:
     home = tmp_path / "clobi-home"
     monkeypatch.setenv("CLOBI_HOME", str(home))
-    (home / "local").mkdir(mode=0o700, parents=True)
+    private_dir(home / "local")
     shutil.copy(endpoint_keys, home / "local" / "credentials")
     return home
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from resource_manager.drivers.base import CloudDriver, Instance
 from shared.errors import DriverError
-from shared.home import clobi_home
+from shared.home import append_private, clobi_home, private_dir, write_private
 from shared.models import Bootstrap, LocalCloud, SessionInfo
 
 KILL_WAIT_S = 10.0
@@ -35,11 +35,11 @@ class LocalDriver(CloudDriver):
         existing = _read_pid(vm_dir)
         if existing is not None:
             return f"pid-{existing}"
-        vm_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(vm_dir)
         bootstrap = bootstrap.model_copy(update={"workdir": str(vm_dir / "work")})
-        (vm_dir / "bootstrap.json").write_text(bootstrap.model_dump_json())
+        write_private(vm_dir / "bootstrap.json", bootstrap.model_dump_json())
         try:
-            with open(vm_dir / "console.log", "ab") as console:
+            with append_private(vm_dir / "console.log") as console:
                 proc = subprocess.Popen(
                     [
                         sys.executable,
@@ -57,7 +57,7 @@ class LocalDriver(CloudDriver):
                 )
         except OSError as err:
             raise DriverError(f"cannot start a local agent: {err}") from err
-        (vm_dir / "pid").write_text(json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)}))
+        write_private(vm_dir / "pid", json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)}))
         return f"pid-{proc.pid}"
 
     def instances(self) -> list[Instance]:

@@ -128,3 +128,30 @@ def test_requests_without_the_key_are_refused_and_change_nothing(aws_endpoint: s
     body = mine.s3.get_object(Bucket="victim", Key="result.tar.gz")["Body"].read()
     assert body == b"secret result"
     assert "intruder" not in str(mine.client("iam").list_users())
+
+
+def test_everything_under_clobi_home_is_private_to_its_owner(
+    local_up: str, clobi_home: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "job.sh"
+    script.write_text("echo hi > out.txt\n")
+    config = tmp_path / "session.toml"
+    config.write_text(
+        'name = "private"\nendpoint_url = "local"\nheartbeat_s = 0.5\nlease_s = 6\n'
+        '[[clouds]]\nname = "local"\ndriver = "local"\n'
+    )
+    assert cli("session", "create", str(config)).code == 0
+    assert cli("vm", "start", "local").code == 0
+    assert cli("submit", "--script", str(script), "--output", "out.txt").code == 0
+    assert cli("wait", "--timeout", "60").code == 0
+    try:
+        found = [clobi_home, *clobi_home.rglob("*")]
+        assert any(p.name == "agent.log" for p in found) and any(p.suffix == ".json" for p in found)
+        exposed = [
+            f"{p.relative_to(clobi_home)} {stat.S_IMODE(p.lstat().st_mode):o}"
+            for p in found
+            if stat.S_IMODE(p.lstat().st_mode) & 0o077
+        ]
+        assert exposed == []
+    finally:
+        cli("session", "cleanup", "--yes")

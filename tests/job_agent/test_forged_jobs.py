@@ -4,6 +4,7 @@ submitter role, a compromised agent) cannot steer the agent outside its jobs fol
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,25 @@ def test_a_sandbox_replaced_in_s3_is_refused(
     (row,) = client.wait([job], timeout=30)
     assert (row.state, row.reason) == (JobState.FAILED, "input_error")
     assert "replaced" not in client.logs(job)["stdout"]
+
+
+def test_a_sparse_sandbox_is_refused_by_the_agent_without_writing_its_size(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    """A few hundred bytes of archive that would unpack to 512 MiB."""
+    session = make_session(max_attempts=1)
+    big = tmp_path / "job.sh"
+    with open(big, "wb") as out:
+        out.truncate(512 * 1024**2)
+    archive = tmp_path / "sparse.tar.gz"
+    subprocess.run(["tar", "--sparse", "-czf", str(archive), "-C", str(tmp_path), "job.sh"])
+    data = archive.read_bytes()
+    assert len(data) < 2048
+    key = naming.sandbox_key(session.info.prefix, sandbox.digest(data))
+    session.aws.s3.put_object(Bucket=session.info.bucket, Key=key, Body=data)
+    _forge(session, "5a5a5a5a.0", {"script": "job.sh", "sandbox_key": key})
+    Pool(session).start("local", 1)
+    (row,) = JobClient(session).wait(["5a5a5a5a.0"], timeout=30)
+    assert (row.state, row.reason) == (JobState.FAILED, "input_error")
+    detail = [e.detail for e in JobClient(session).events(["5a5a5a5a.0"]) if e.kind == "error"]
+    assert "sparse file not allowed" in str(detail)

@@ -34,6 +34,7 @@ from resource_manager.lifecycle import create_session
 from shared import naming, sandbox, sessionfile
 from shared.aws import Aws
 from shared.errors import ClobiError, SandboxError
+from shared.home import private_dir
 from shared.jobs import Outcome
 from shared.models import JobState, LocalCloud, SessionConfig
 from shared.session import Session
@@ -61,7 +62,7 @@ def shared(endpoint: str, endpoint_keys: Path, tmp_path_factory: pytest.TempPath
     home = tmp_path_factory.mktemp("bad-input")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CLOBI_HOME", str(home / "clobi-home"))
-        (home / "clobi-home" / "local").mkdir(mode=0o700, parents=True)
+        private_dir(home / "clobi-home" / "local")
         shutil.copy(endpoint_keys, home / "clobi-home" / "local" / "credentials")
         lose_state(endpoint)
         config = SessionConfig(
