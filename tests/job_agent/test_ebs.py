@@ -11,7 +11,6 @@ What moto cannot prove, and how far these tests go instead:
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,7 +19,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 from typing import Any
 
 import pytest
@@ -34,6 +32,7 @@ from job_agent.releases import release_volumes
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.drivers.ec2 import Ec2Driver
+from resource_manager.policies import fill
 from shared import naming, sessionfile
 from shared.aws import Aws
 from shared.errors import ClobiError
@@ -44,7 +43,6 @@ from tests.helpers import wait_until
 
 ZONE = "us-east-1c"  # not the endpoint's default zone, so that "in the right zone" means something
 FAST = Waits(create_s=10, attach_s=10, device_s=10, detach_s=10, poll_s=0.01)
-POLICY = Path(__file__).resolve().parents[2] / "vm-image" / "iam" / "agent-policy.json"
 
 
 @dataclass
@@ -203,10 +201,8 @@ def test_the_agent_policy_allows_the_calls_the_volumes_make(vm: Vm) -> None:
     vm.ec2.meta.events.register("provide-client-params.ec2.*", record)
     attacher = vm.attacher()
     attacher.discard([attacher.attach("1.0", vm.snapshots[0]).volume_id])
-    policy = json.loads(
-        Template(POLICY.read_text()).substitute(
-            region="us-east-1", account="123456789012", bucket="b", session=vm.session.id
-        )
+    policy = fill(
+        "agent", region="us-east-1", account="123456789012", bucket="b", session=vm.session.info
     )
     allowed: dict[str, list[dict[str, Any]]] = {}
     for statement in policy["Statement"]:
@@ -221,7 +217,12 @@ def test_the_agent_policy_allows_the_calls_the_volumes_make(vm: Vm) -> None:
     (spec,) = create["TagSpecifications"]
     tags = {t["Key"]: t["Value"] for t in spec["Tags"]}
     conditions = [s.get("Condition", {}) for s in allowed["ec2:CreateVolume"]]
-    wanted = [c["StringEquals"] for c in conditions if "aws:RequestTag/clobi:session" in str(c)]
+    wanted = [
+        keys
+        for condition in conditions
+        for keys in condition.values()
+        if "aws:RequestTag/clobi:session" in keys
+    ]
     assert wanted and all(
         tags[key.removeprefix("aws:RequestTag/")] == value
         for condition in wanted
