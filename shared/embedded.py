@@ -21,6 +21,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import os
 import select
 import signal
@@ -37,7 +38,15 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from shared import localkeys
-from shared.endpoint_auth import Refused, SecretLookup, check, refusal
+from shared.endpoint_auth import (
+    MAX_BODY_BYTES,
+    Key,
+    Refused,
+    SecretLookup,
+    check_body,
+    check_head,
+    refusal,
+)
 from shared.errors import EndpointError
 from shared.home import append_private, private_dir, write_private
 
@@ -67,10 +76,11 @@ class SerializedApp:
         )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        body = _read_body(environ)
-        environ[DRAINED] = True
-        try:
-            check(environ, body, self._secret_of)
+        try:  # a stranger's body is never read: the connection is closed instead
+            head = check_head(environ, self._secret_of)
+            body = _read_body(environ, MAX_BODY_BYTES)
+            environ[DRAINED] = True
+            check_body(environ, body, head)
         except Refused as refused:
             status, headers, payload = refusal(environ, refused)
             start_response(status, headers)
@@ -154,16 +164,21 @@ def _operation(environ: dict[str, Any], body: bytes) -> str:
     return f"{service}.{environ.get('REQUEST_METHOD', '?')}"
 
 
-def _read_body(environ: dict[str, Any]) -> bytes:
+def _read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """The request's body, of at most `limit` bytes (Refused beyond: a chunked body says its
+    length only by ending)."""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         length = 0
     stream = environ["wsgi.input"]
     if length > 0:
-        return bytes(stream.read(length))
+        return bytes(stream.read(min(length, limit)))
     if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-        return bytes(stream.read())
+        body = bytes(stream.read(limit + 1))
+        if len(body) > limit:
+            raise Refused("EntityTooLarge", f"a body is at most {limit} bytes here")
+        return body
     return b""
 
 
@@ -171,11 +186,16 @@ def _long_poll_s(environ: dict[str, Any], body: bytes) -> float:
     """WaitTimeSeconds of an SQS ReceiveMessage, else 0. The request itself is passed on
     unchanged: its signature covers the body (checked when IAM enforcement is on)."""
     target = environ.get("HTTP_X_AMZ_TARGET", "")
+    wait: Any = 0
     if target == "AmazonSQS.ReceiveMessage":
-        return float(json.loads(body or b"{}").get("WaitTimeSeconds") or 0)
-    if b"Action=ReceiveMessage" in body:
-        return float(dict(parse_qsl(body.decode())).get("WaitTimeSeconds") or 0)
-    return 0.0
+        wait = json.loads(body or b"{}").get("WaitTimeSeconds") or 0
+    elif b"Action=ReceiveMessage" in body:
+        wait = dict(parse_qsl(body.decode())).get("WaitTimeSeconds") or 0
+    try:
+        seconds = float(wait)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(max(seconds, 0.0), 20.0) if math.isfinite(seconds) else 0.0  # SQS's bounds
 
 
 def _backend_never_waits() -> None:
@@ -230,16 +250,17 @@ def _secrets(key: str, secret: str) -> SecretLookup:
     """The endpoint's own key, then the keys of IAM users made through it (by someone who
     held a key already: the IAM tests run each component with its own policy's key)."""
 
-    def secret_of(access_key: str) -> str | None:
-        if hmac.compare_digest(access_key, key):
-            return secret
+    def secret_of(access_key: str) -> Key | None:
+        if hmac.compare_digest(access_key.encode(), key.encode()):
+            return Key(secret, owner=True)
         from moto.iam.models import iam_backends
 
         for account in list(iam_backends.values()):
             for backend in list(account.values()):
                 found = backend.access_keys.get(access_key)
-                if found is not None:
-                    return str(found.secret_access_key)
+                # A user's active key; not a temporary one (its token is not checked here).
+                if found is not None and found.status == "Active" and found.user_name:
+                    return Key(str(found.secret_access_key), owner=False)
         return None
 
     return secret_of

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,28 @@ from botocore.credentials import Credentials
 
 # Hex digests stand for a signed body; anything else (UNSIGNED-PAYLOAD, streaming) does not.
 _HEX = frozenset("0123456789abcdef")
-SecretLookup = Callable[[str], str | None]
+MAX_BODY_BYTES = 64 * 1024**2  # clobi's largest request is an 8 MiB part or PutObject
+OWNER_ONLY = ("/moto-api", "/_clobi")  # moto's admin API (reset, dump) and clobi's stats
+SecretLookup = Callable[[str], "Key | None"]
+
+
+@dataclass(frozen=True)
+class Key:
+    secret: str
+    owner: bool  # the endpoint's own key (else an IAM user's, made through it)
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What the headers of a request claim, checked before its body is read."""
+
+    key: str
+    secret: str
+    region: str
+    service: str
+    headers: list[str]
+    signature: str
+    stamp: str
 
 
 class Refused(Exception):
@@ -27,8 +49,9 @@ class Refused(Exception):
         self.code = code
 
 
-def check(environ: dict[str, Any], body: bytes, secret_of: SecretLookup) -> None:
-    """Raise Refused unless the request is signed by a key `secret_of` knows."""
+def check_head(environ: dict[str, Any], secret_of: SecretLookup) -> Signed:
+    """What can be refused from the headers alone (no body is read for a stranger): a SigV4
+    Authorization by a known key, a signed body hash, a plain path, a bounded body."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
     if not auth.startswith("AWS4-HMAC-SHA256 "):
         raise Refused("MissingAuthenticationToken", "the request is not signed (SigV4)")
@@ -39,29 +62,50 @@ def check(environ: dict[str, Any], body: bytes, secret_of: SecretLookup) -> None
         signature = fields["Signature"]
     except (KeyError, ValueError):
         raise Refused("IncompleteSignature", "malformed Authorization header") from None
-    secret = secret_of(key)
-    if secret is None:
+    found = secret_of(key)
+    if found is None:
         raise Refused("InvalidClientTokenId", "the access key is not this endpoint's")
     stamp = environ.get("HTTP_X_AMZ_DATE", "")
     if terminator != "aws4_request" or not stamp.startswith(date) or "host" not in signed:
         raise Refused("IncompleteSignature", "malformed credential scope")
-    declared = environ.get("HTTP_X_AMZ_CONTENT_SHA256", "")
-    signed_body = len(declared) == 64 and set(declared) <= _HEX
-    if signed_body and hashlib.sha256(body).hexdigest() != declared:
+    declared = environ.get("HTTP_X_AMZ_CONTENT_SHA256")
+    if declared is not None and not (len(declared) == 64 and set(declared) <= _HEX):
+        raise Refused("InvalidRequest", "the body must be signed (x-amz-content-sha256)")
+    path = _raw_target(environ)
+    if not path.startswith("/") or path.startswith("//"):
+        raise Refused("InvalidRequest", "the request target must be a plain path")
+    if path.startswith(OWNER_ONLY) and not found.owner:
+        raise Refused("AccessDenied", "only the endpoint's own key may use its admin pages")
+    if _length(environ) > MAX_BODY_BYTES:
+        raise Refused("EntityTooLarge", f"a body is at most {MAX_BODY_BYTES} bytes here")
+    return Signed(key, found.secret, region, service, signed, signature, stamp)
+
+
+def check_body(environ: dict[str, Any], body: bytes, head: Signed) -> None:
+    """Raise Refused unless the signature covers this very request and body."""
+    declared = environ.get("HTTP_X_AMZ_CONTENT_SHA256")
+    if declared is not None and hashlib.sha256(body).hexdigest() != declared:
         raise Refused("XAmzContentSHA256Mismatch", "the body is not the one signed")
     request = AWSRequest(
         method=environ.get("REQUEST_METHOD", "GET"),
         url=f"http://{environ.get('HTTP_HOST', '')}{_raw_target(environ)}",
         data=body,
-        headers={name: _header(environ, name) for name in signed},
+        headers={name: _header(environ, name) for name in head.headers},
     )
-    request.context["timestamp"] = stamp
-    signer_type = S3SigV4Auth if service == "s3" else SigV4Auth
-    signer = signer_type(Credentials(key, secret), service, region)
+    request.context["timestamp"] = head.stamp
+    signer_type = S3SigV4Auth if head.service == "s3" else SigV4Auth
+    signer = signer_type(Credentials(head.key, head.secret), head.service, head.region)
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected.encode(), head.signature.encode()):
         raise Refused("SignatureDoesNotMatch", "the signature does not match")
+
+
+def _length(environ: dict[str, Any]) -> int:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise Refused("InvalidRequest", "a Content-Length that is no number") from None
 
 
 def refusal(environ: dict[str, Any], refused: Refused) -> tuple[str, list[Any], bytes]:

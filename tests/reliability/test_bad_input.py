@@ -72,9 +72,9 @@ def shared(endpoint: str, endpoint_keys: Path, tmp_path_factory: pytest.TempPath
         )
         session = Session(create_session(config))
         file = str(sessionfile.path_for(session.id))
-    script = home / "a.sh"
-    script.write_text("true\n")
-    JobClient(session).submit(JobSpec(script=str(script), name="keep"))
+        script = home / "a.sh"
+        script.write_text("true\n")
+        JobClient(session).submit(JobSpec(script=str(script), name="keep"))
     return Shared(session, file)
 
 
