@@ -198,6 +198,7 @@ def test_a_body_the_signature_does_not_cover_is_refused(aws_endpoint: str) -> No
     # Signed as over TLS, where S3 allows an unsigned payload: the body is then not covered,
     # and a captured request's body could be swapped. Sent here as is.
     host = aws_endpoint.removeprefix("http://")
+
     class Unsigned(S3SigV4Auth):
         def payload(self, request: Any) -> str:
             return "UNSIGNED-PAYLOAD"
