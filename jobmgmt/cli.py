@@ -98,7 +98,20 @@ def register(commands: Any) -> None:
         "fetch", help="download output sandboxes and logs into DIR/<job-id>/"
     )
     fetch.add_argument("jobs", nargs="*", metavar="JOB")
-    fetch.add_argument("-o", "--output-dir", type=Path, default=Path("."), metavar="DIR")
+    fetch.add_argument(
+        "-o",
+        "--output-dir",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="where to write DIR/<job-id>/ (default: the current folder)",
+    )
+    fetch.add_argument(
+        "--unsuccessful",
+        action="store_true",
+        help="also fetch the partial outputs and logs of failed and cancelled jobs, into "
+        "DIR/failed/<job-id>/ and DIR/cancelled/<job-id>/ (default: succeeded jobs only)",
+    )
     add_session(fetch)
     add_json(fetch)
     fetch.set_defaults(func=_fetch)
@@ -255,7 +268,10 @@ def _fetch(args: argparse.Namespace) -> int:
     client: JobClient = connect(args.session)
     progress = Progress()
     paths = client.fetch(
-        args.jobs or None, args.output_dir, progress=lambda d, t: progress.bar(d, t, "fetching")
+        args.jobs or None,
+        args.output_dir,
+        progress=lambda d, t: progress.bar(d, t, "fetching"),
+        unsuccessful=args.unsuccessful,
     )
     progress.done()
     if args.json:
@@ -264,6 +280,9 @@ def _fetch(args: argparse.Namespace) -> int:
         for path in paths:
             print(path)
         print(f"fetched {len(paths)} job(s) into {args.output_dir}", file=sys.stderr)
+    if paths.note():
+        hint = "" if args.unsuccessful else " (--unsuccessful fetches failed and cancelled ones)"
+        print(f"{paths.note()}{hint}", file=sys.stderr)
     return 0
 
 

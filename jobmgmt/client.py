@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from collections import Counter as Counter_
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,12 +15,20 @@ from jobmgmt.validate import validate_all
 from shared import naming, sandbox, sessionfile
 from shared.aws import translated
 from shared.dispatch import Dispatcher
-from shared.errors import AwsError, ClobiError, ConfigError, JobNotFound
+from shared.errors import (
+    AwsError,
+    BatchTaken,
+    ClobiError,
+    ConfigError,
+    JobNotFound,
+    ValidationError,
+)
 from shared.events import Event
 from shared.jobs import NewJob, status_of
 from shared.models import JobSpec, JobState, JobStatus
 from shared.session import Session
 
+MAX_BATCH_DRAWS = 5
 Progress = Callable[[str], None]
 Counter = Callable[[int, int], None]  # (done, total)
 
@@ -26,6 +37,12 @@ def connect(session: str | None = None) -> JobClient:
     """A client for a session: by id or session-file path; default $CLOBI_SESSION, else the
     most recent session."""
     return JobClient(Session(sessionfile.resolve(session)))
+
+
+def submission_digest(planned: list[dict[str, Any]]) -> str:
+    """What a token is bound to: every job's script and inputs (by content), options, count."""
+    text = json.dumps(planned, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _sort_key(job_id: str) -> tuple[str, int]:
@@ -50,71 +67,123 @@ class JobClient:
         token: str | None = None,
         progress: Counter | None = None,
     ) -> list[str]:
-        """Submit jobs; returns their ids. With a token, a repeated call creates nothing new
-        and returns the same ids. Everything is validated before anything is sent."""
+        """Submit jobs; returns their ids. With a token, a repeated call of the same submission
+        creates nothing new and returns the same ids; the token with another submission is
+        refused (ValidationError) and nothing is created. Everything is validated first."""
         specs = [specs] if isinstance(specs, JobSpec) else list(specs)
-        config = self.session.info.config
         validate_all(specs, self.session.info)
-        batch = naming.batch_id(self.session.id, token)
+        packed = [self._packed(spec) for spec in specs]
+        planned = [self._planned(spec, key) for spec, (key, _) in zip(specs, packed, strict=True)]
+        digest = submission_digest(planned)
+        if token is not None:  # refused before anything is uploaded
+            self._check_token(naming.batch_id(self.session.id, token), token, digest)
+        for key, data in packed:
+            self._upload_sandbox(key, data)
+        for _ in range(MAX_BATCH_DRAWS):
+            jobs = self._jobs_of(planned, naming.batch_id(self.session.id, token), digest)
+            try:
+                self._create(jobs, progress)
+            except BatchTaken:
+                if token is None and not self._held_by(jobs[0].id, digest):
+                    continue  # a random batch id that another submission holds: draw again
+                self._check_token(jobs[0].id.partition(".")[0], token or "", digest)
+                self._create(jobs, progress, resume=True)  # this one, resumed after a crash
+            Dispatcher(self.session).fill()
+            return [job.id for job in jobs]
+        raise ClobiError(f"no free batch id after {MAX_BATCH_DRAWS} draws")
+
+    def _check_token(self, batch: str, token: str, digest: str) -> None:
+        first = naming.job_id(batch, 0)
+        try:
+            if self._held_by(first, digest):
+                return
+        except JobNotFound:
+            return
+        raise ValidationError(
+            f"token {token!r} was used for another submission of this session "
+            "(other scripts, inputs, options or count); nothing was submitted"
+        )
+
+    def _held_by(self, job_id: str, digest: str) -> bool:
+        """Whether the job exists as part of the submission `digest` (JobNotFound: none)."""
+        return bool(self._jobs.get(job_id).get("submission") == digest)
+
+    def _planned(self, spec: JobSpec, key: str) -> dict[str, Any]:
+        """Everything a submission of `spec` decides, its inputs by content (the key)."""
+        config = self.session.info.config
+        task = {
+            "script": Path(spec.script).name,
+            "args": list(spec.args),
+            "env": dict(spec.env),
+            "release": spec.release,
+            "cores": spec.cores,
+            "walltime": spec.walltime,
+            "outputs": list(spec.outputs),
+            "sandbox_key": key,
+        }
+        return {
+            "task": task,
+            "name": spec.name or Path(spec.script).stem,
+            "priority": spec.priority or config.default_priority,
+            "max_attempts": spec.max_attempts or config.max_attempts,
+            "count": spec.count,
+        }
+
+    def _jobs_of(self, planned: list[dict[str, Any]], batch: str, digest: str) -> list[NewJob]:
         seq0 = time.time_ns() // 1_000_000 * 100_000
         jobs: list[NewJob] = []
-        for spec in specs:
-            key = self._upload_sandbox(spec)
-            task = {
-                "script": Path(spec.script).name,
-                "args": list(spec.args),
-                "env": dict(spec.env),
-                "release": spec.release,
-                "cores": spec.cores,
-                "walltime": spec.walltime,
-                "outputs": list(spec.outputs),
-                "sandbox_key": key,
-            }
-            name = spec.name or Path(spec.script).stem
-            for _ in range(spec.count):
+        for plan in planned:
+            for _ in range(plan["count"]):
                 index = len(jobs)
                 jobs.append(
                     NewJob(
                         id=naming.job_id(batch, index),
-                        name=name,
-                        priority=spec.priority or config.default_priority,
-                        max_attempts=spec.max_attempts or config.max_attempts,
-                        task=task,
+                        name=plan["name"],
+                        priority=plan["priority"],
+                        max_attempts=plan["max_attempts"],
+                        task=plan["task"],
                         seq=seq0 + index,
+                        submission=digest,
                     )
                 )
-        self._create(jobs, progress)
-        Dispatcher(self.session).fill()
-        return [job.id for job in jobs]
+        return jobs
 
-    def _create(self, jobs: list[NewJob], progress: Counter | None) -> None:
+    def _create(self, jobs: list[NewJob], progress: Counter | None, resume: bool = False) -> None:
+        """The first part alone (it claims the batch: BatchTaken if held), then the rest."""
         chunk = 500
         parts = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
         done = 0
+        if not resume:
+            self._jobs.create(parts[0], first=True)
+            done, parts = len(parts[0]), parts[1:]
+            if progress:
+                progress(done, len(jobs))
         with ThreadPoolExecutor(max_workers=4) as pool:
             for part, _ in zip(parts, pool.map(self._jobs.create, parts), strict=True):
                 done += len(part)
                 if progress:
                     progress(done, len(jobs))
 
-    def _upload_sandbox(self, spec: JobSpec) -> str:
-        """Pack script and inputs; upload unless the same archive is stored already."""
+    def _packed(self, spec: JobSpec) -> tuple[str, bytes]:
+        """Script and inputs packed, with the content-addressed key they are stored under."""
         entries = [(Path(spec.script).name, Path(spec.script))]
         entries += [(Path(p).name, Path(p)) for p in spec.inputs]
         data = sandbox.pack(entries)
+        return naming.sandbox_key(self.session.info.prefix, sandbox.digest(data)), data
+
+    def _upload_sandbox(self, key: str, data: bytes) -> None:
+        """Upload unless the same archive is stored already."""
         info = self.session.info
-        key = naming.sandbox_key(info.prefix, sandbox.digest(data))
         s3 = self.session.aws.s3
         try:
             with translated("check input sandbox"):
                 s3.head_object(Bucket=info.bucket, Key=key)
-            return key
+            return
         except AwsError as err:
             if err.code not in ("404", "NoSuchKey", "NotFound"):
                 raise
         with translated("upload input sandbox"):
             s3.put_object(Bucket=info.bucket, Key=key, Body=data)
-        return key
 
     # --- monitor ----------------------------------------------------------------------------
 
@@ -222,12 +291,25 @@ class JobClient:
         ids: Iterable[str] | None = None,
         dest: Path | str = ".",
         progress: Counter | None = None,
-    ) -> list[Path]:
-        """Download the outputs and logs of finished jobs into dest/<job-id>/ (safe extraction,
-        parallel). Jobs fetched before are skipped; unfinished jobs are left for later."""
+        unsuccessful: bool = False,
+    ) -> Fetched:
+        """Download the outputs and logs of succeeded jobs into dest/<job-id>/ (safe
+        extraction, parallel); with `unsuccessful`, those of failed and cancelled jobs too,
+        into dest/failed/<job-id>/ and dest/cancelled/<job-id>/. Jobs fetched before are
+        skipped; the result's `skipped` counts the jobs left out, by why."""
         dest = Path(dest)
-        rows = [r for r in self.status(ids) if r.state.terminal and r.result_key]
-        done: list[Path] = []
+        rows: list[JobStatus] = []
+        skipped: Counter_[str] = Counter_()
+        for row in self.status(ids):
+            if not row.state.terminal:
+                skipped["unfinished"] += 1
+            elif row.state is not JobState.SUCCEEDED and not unsuccessful:
+                skipped[str(row.state)] += 1
+            elif row.result_key is None:
+                skipped["without a result"] += 1
+            else:
+                rows.append(row)
+        done = Fetched(skipped=dict(skipped))
         with ThreadPoolExecutor(max_workers=8) as pool:
             for path in pool.map(lambda r: self._fetch_one(r, dest), rows):
                 done.append(path)
@@ -236,6 +318,8 @@ class JobClient:
         return done
 
     def _fetch_one(self, row: JobStatus, dest: Path) -> Path:
+        if row.state is not JobState.SUCCEEDED:  # never where a result would be looked for
+            dest = dest / str(row.state)
         target = dest / row.id
         marker = target / ".clobi-fetched"
         if marker.exists() and marker.read_text().strip() == row.result_key:
@@ -254,6 +338,22 @@ class JobClient:
         marker.write_text(row.result_key + "\n")
         self.session.events.append(row.id, "fetched", attempt=row.attempt)
         return target
+
+
+class Fetched(list[Path]):
+    """The folders fetched into, and how many jobs were left out, by why."""
+
+    def __init__(self, skipped: dict[str, int]) -> None:
+        super().__init__()
+        self.skipped = skipped
+
+    def note(self) -> str:
+        """`skipped 2 jobs: 1 failed, 1 unfinished` (empty when none was)."""
+        if not self.skipped:
+            return ""
+        total = sum(self.skipped.values())
+        parts = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
+        return f"skipped {total} job{'s' if total != 1 else ''}: {parts}"
 
 
 def summary(rows: Sequence[JobStatus]) -> str:

@@ -47,3 +47,8 @@ class EndpointError(ClobiError):
 
 class InvalidJob(ClobiError):
     """A claimed job item whose task cannot be run as it is (forged or corrupt)."""
+
+
+class BatchTaken(ClobiError):
+    """A submission's first job id exists already: another submission (or this one, resumed)
+    holds the batch."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.aws import Aws, from_item, to_item, to_value, translated
-from shared.errors import ConditionFailed, InvalidJob, JobNotFound
+from shared.errors import BatchTaken, ConditionFailed, InvalidJob, JobNotFound
 from shared.events import EventLog
 from shared.models import JobState, JobStatus, JobTask, Reason
 from shared.timeutil import iso, parse_iso, utcnow
@@ -57,6 +57,7 @@ class NewJob:
     max_attempts: int
     task: dict[str, Any]
     seq: int  # dispatch order within a priority (submission order)
+    submission: str | None = None  # digest of the whole submission it belongs to
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,13 @@ class JobTable:
 
     # --- creation and reads -----------------------------------------------------------------
 
-    def create(self, jobs: list[NewJob]) -> int:
+    def create(self, jobs: list[NewJob], *, first: bool = False) -> int:
         """Create jobs that do not exist yet (idempotent); returns how many were new.
 
         Jobs and their `submitted` events go in transactions of 50, each conditioned on the job
         not existing: a repeated submission creates nothing, even after a crash half-way.
+        `first`: these are a submission's first jobs, and if the first of them exists already
+        the batch is taken (BatchTaken, nothing created): by a submission the caller compares.
         """
         created = 0
         for start in range(0, len(jobs), 50):
@@ -125,8 +128,17 @@ class JobTable:
                     self._aws.ddb.transact_write_items(TransactItems=actions)
                 created += len(chunk)
             except ConditionFailed:
+                if first and start == 0 and self._exists(chunk[0].id):
+                    raise BatchTaken(chunk[0].id) from None
                 created += self._create_one_by_one(chunk)
         return created
+
+    def _exists(self, job_id: str) -> bool:
+        try:
+            self.get(job_id)
+        except JobNotFound:
+            return False
+        return True
 
     def _create_one_by_one(self, jobs: list[NewJob]) -> int:
         created = 0
@@ -161,6 +173,7 @@ class JobTable:
                 "lease_seq": 0,
                 "dq": pending_key(job.priority),
                 "seq": job.seq,
+                "submission": job.submission,
             }
         )
 

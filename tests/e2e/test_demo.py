@@ -11,6 +11,7 @@ from pathlib import Path
 def test_demo_runs_four_jobs_fetches_results_and_leaves_no_process(tmp_path: Path) -> None:
     env = dict(os.environ, CLOBI_HOME=str(tmp_path / "home"))
     before = set(_agent_processes())
+    assert before == set()
     result = subprocess.run(
         [sys.executable, "-m", "clobi", "demo"],
         cwd=tmp_path,
@@ -43,6 +44,8 @@ def _agent_processes() -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"job_agent" in cmdline or b"shared.embedded" in cmdline:
+            # The demo's own (its temporary folder is clobi-demo-*), not other runs' on this host.
+            ours = b"clobi-demo-" in cmdline
+            if ours and (b"job_agent" in cmdline or b"shared.embedded" in cmdline):
                 found.append(int(entry.name))
     return found
