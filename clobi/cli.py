@@ -12,7 +12,9 @@ import job_agent.cli
 import jobmgmt.cli
 import resource_manager.cli
 from clobi import demo
-from shared.errors import ClobiError
+from shared import endpoint, sessionfile
+from shared.errors import AwsError, ClobiError
+from shared.session import MISSING_CODES
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,10 +49,38 @@ def main(argv: list[str] | None = None) -> int:
     except ClobiError as err:
         if args.debug:
             traceback.print_exc()
-        print(f"clobi: error: {err}", file=sys.stderr)
+        print(f"clobi: error: {_gone(args, err) or err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("clobi: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
+UNREACHABLE = "EndpointConnectionError"
+
+
+def _gone(args: argparse.Namespace, err: ClobiError) -> str | None:
+    """For an error that says a queue, table or bucket is missing: whether the command's
+    session is gone from its endpoint (an embedded endpoint stopped or restarted, a cleanup
+    elsewhere), in words that say what to do."""
+    if not isinstance(err, AwsError) or err.code not in (*MISSING_CODES, UNREACHABLE):
+        return None
+    try:
+        info = sessionfile.resolve(getattr(args, "session", None))
+    except ClobiError:
+        return None
+    if err.code == UNREACHABLE and info.endpoint_url and info.endpoint_url in str(err):
+        return (
+            f"the endpoint of session {info.id}, {info.endpoint_url}, does not answer "
+            "(the embedded endpoint: `clobi local up` starts it; its sessions live as long "
+            "as it runs)"
+        )
+    if endpoint.exists(info) is not False:
+        return None
+    return (
+        f"session {info.id} no longer exists on its endpoint {info.endpoint_url or 'AWS'} "
+        "(an embedded endpoint keeps its state in memory: it was stopped or restarted); "
+        f"`clobi session cleanup --session {info.id}` forgets it"
+    )

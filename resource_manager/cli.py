@@ -94,7 +94,12 @@ def _register_local(commands: Any) -> None:
         help=f"port on 127.0.0.1 (default {endpoint.DEFAULT_PORT}; 0 = any free)",
     )
     up.set_defaults(func=_local_up)
-    down = sub.add_parser("down", help="stop it (every session on it is lost)")
+    down = sub.add_parser(
+        "down", help="stop it; refused while sessions live on it (their state would be lost)"
+    )
+    down.add_argument(
+        "--force", action="store_true", help="stop it even so: every session on it is lost"
+    )
     down.set_defaults(func=_local_down)
     status = sub.add_parser("status", help="say whether it runs, and where")
     add_json(status)
@@ -107,7 +112,8 @@ def _local_up(args: argparse.Namespace) -> int:
 
 
 def _local_down(args: argparse.Namespace) -> int:
-    print("embedded endpoint stopped" if endpoint.down() else "embedded endpoint was not running")
+    stopped = endpoint.down(force=args.force)
+    print("embedded endpoint stopped" if stopped else "embedded endpoint was not running")
     return 0
 
 
@@ -191,19 +197,22 @@ def _session_policies(args: argparse.Namespace) -> int:
 
 def _session_list(args: argparse.Namespace) -> int:
     infos = sessionfile.all_sessions()
+    found = {False: "gone", True: "live", None: "unreachable"}
     rows = [
         {
             "id": i.id,
             "created_at": iso(i.created_at),
             "endpoint": i.endpoint_url or "aws",
             "region": i.region,
+            "state": found[endpoint.exists(i)],  # gone: `clobi session cleanup` forgets it
         }
         for i in infos
     ]
     if args.json:
         print_json(rows)
     elif rows:
-        print_table(["id", "created_at", "endpoint", "region"], [list(r.values()) for r in rows])
+        headers = ["id", "created_at", "endpoint", "region", "state"]
+        print_table(headers, [list(r.values()) for r in rows])
     else:
         print("no sessions", file=sys.stderr)
     return 0

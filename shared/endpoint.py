@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared import embedded, localkeys
+from shared import embedded, localkeys, sessionfile
+from shared.aws import Aws, translated
 from shared.endpoint_auth import sign
-from shared.errors import ClobiError, EndpointError
+from shared.errors import AwsError, ClobiError, EndpointError
 from shared.home import local_dir
+from shared.models import SessionInfo
 
 LOCAL = "local"
 DEFAULT_PORT = 4566
@@ -62,12 +64,20 @@ def up(port: int = DEFAULT_PORT) -> str:
     return url
 
 
-def down(timeout_s: float = 10.0) -> bool:
-    """Stop the endpoint; True if one was running. Its state (all sessions on it) is lost."""
+def down(timeout_s: float = 10.0, *, force: bool = False) -> bool:
+    """Stop the endpoint; True if one was running. Its state (every session on it) is lost,
+    so it refuses (EndpointError) while sessions live on it, unless `force`."""
     current = status()
     if current.pid is None or not _alive(current.pid):
         _state_file().unlink(missing_ok=True)
         return False
+    live = [info.id for info in live_sessions(current.url)] if current.running else []
+    if live and not force:
+        raise EndpointError(
+            f"{len(live)} session(s) live on the embedded endpoint, and stopping it loses "
+            f"them: {', '.join(live)}; end them first with `clobi session cleanup`, or "
+            "`clobi local down --force`"
+        )
     os.kill(current.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while _alive(current.pid):
@@ -75,6 +85,27 @@ def down(timeout_s: float = 10.0) -> bool:
             os.kill(current.pid, signal.SIGKILL)
         time.sleep(0.05)
     _state_file().unlink(missing_ok=True)
+    return True
+
+
+def live_sessions(url: str | None) -> list[SessionInfo]:
+    """The sessions of this machine that live on the endpoint at `url` (their jobs table is
+    there)."""
+    return [
+        info for info in sessionfile.all_sessions() if info.endpoint_url == url and exists(info)
+    ]
+
+
+def exists(info: SessionInfo) -> bool | None:
+    """Whether a session still exists on its endpoint (its jobs table is there); None when
+    the endpoint cannot be asked."""
+    try:
+        with translated("look for the session"):
+            Aws(info.region, info.endpoint_url, retries=1).ddb.describe_table(
+                TableName=info.tables["jobs"]
+            )
+    except AwsError as err:
+        return False if err.code == "ResourceNotFoundException" else None
     return True
 
 
