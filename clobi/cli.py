@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"clobi: error: {_gone(args, err) or err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # what the command started is cleaned up by its own finally
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\x1b[2K")  # a progress line may be open
         print("clobi: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

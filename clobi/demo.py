@@ -95,7 +95,7 @@ def _endpoint(tmp: Path, say: Any) -> Iterator[str]:
         ready_file=tmp / "endpoint.json",
         log_file=tmp / "endpoint.log",
         credentials=localkeys.default_path(),  # of the demo's own CLOBI_HOME
-        detach=False,
+        detach=True,  # a Ctrl-C at the terminal is the demo's to handle: it cleans up first
     )
     say(f"[1/6] embedded AWS endpoint up at {url}")
     try:

@@ -11,12 +11,13 @@ from typing import Any
 from jobmgmt.client import JobClient, as_dicts, connect, summary
 from shared.cli import Progress, add_json, add_session, print_json, print_table, seconds
 from shared.config import load_job_file, parse
-from shared.errors import ClobiError
+from shared.errors import AwsError, ClobiError
 from shared.models import JobSpec, JobState, JobStatus
 from shared.timeutil import utcnow
 
 EXIT_FAILED = 1
 EXIT_TIMEOUT = 3
+EXIT_UNREACHABLE = 4  # `wait` could not ask (the endpoint, the session, the network)
 
 
 def register(commands: Any) -> None:
@@ -72,10 +73,13 @@ def register(commands: Any) -> None:
         help="wait until jobs finish; exit 0 when all succeeded",
         description=f"Wait for jobs (default: all of the session). Exit status 0 when all "
         f"succeeded, {EXIT_FAILED} when some failed or were cancelled, "
-        f"{EXIT_TIMEOUT} on timeout.",
+        f"{EXIT_TIMEOUT} on timeout, {EXIT_UNREACHABLE} when their state could not be read, "
+        "130 when interrupted.",
     )
-    wait.add_argument("jobs", nargs="*", metavar="JOB")
-    wait.add_argument("--timeout", type=seconds, metavar="SECONDS")
+    wait.add_argument("jobs", nargs="*", metavar="JOB", help="job ids (default: every job)")
+    wait.add_argument(
+        "--timeout", type=seconds, metavar="SECONDS", help="give up after this (default: never)"
+    )
     add_session(wait)
     add_json(wait)
     wait.set_defaults(func=_wait)
@@ -220,7 +224,12 @@ def _wait(args: argparse.Namespace) -> int:
         progress.done()
         print(f"clobi: {err}", file=sys.stderr)
         return EXIT_TIMEOUT
-    progress.done()
+    except AwsError as err:  # not "some failed": their state is unknown
+        progress.done()
+        print(f"clobi: error: cannot read the jobs' state: {err}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    finally:
+        progress.done()
     if args.json:
         print_json(as_dicts(rows))
     else:

@@ -49,3 +49,31 @@ def _agent_processes() -> list[int]:
             if ours and (b"job_agent" in cmdline or b"shared.embedded" in cmdline):
                 found.append(int(entry.name))
     return found
+
+
+def test_ctrl_c_in_the_demo_cleans_up_quietly_and_exits_130(tmp_path: Path) -> None:
+    import signal
+
+    from tests.helpers import wait_until
+
+    env = dict(os.environ, CLOBI_HOME=str(tmp_path / "home"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clobi", "demo"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("[4/6]"):  # jobs submitted, VMs running
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+    rest = proc.stderr.read()
+    assert proc.wait(60) == 130, "".join(seen) + rest
+    assert "error" not in rest.lower() and "Traceback" not in rest, rest
+    assert "interrupted" in rest and "cleaned up" in rest, rest
+    wait_until(lambda: not _agent_processes(), 10, what="no demo process left")
