@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -29,12 +30,36 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show tracebacks and debug logs (also CLOBI_DEBUG=1, which local VMs inherit)",
     )
+    top.add_argument("--version", action="version", version=f"clobi {_version()}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.register(commands)
     resource_manager.cli.register(commands)
     job_agent.cli.register(commands)
     jobmgmt.cli.register(commands)
+    _debug_everywhere(top)
     return top
+
+
+def _debug_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`--debug` after the command too (`clobi status --debug`), wherever it is typed."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if not any("--debug" in a.option_strings for a in sub._actions):
+                    sub.add_argument(
+                        "--debug",
+                        action="store_true",
+                        default=argparse.SUPPRESS,  # the top-level value stands otherwise
+                        help="show tracebacks and debug logs",
+                    )
+                _debug_everywhere(sub)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("clobi")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

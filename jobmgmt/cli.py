@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ def register(commands: Any) -> None:
         default=[],
         dest="inputs",
         metavar="PATH",
-        help="file or directory for the input sandbox (repeatable)",
+        help="file or directory for the input sandbox (repeatable; default: the script only)",
     )
     submit.add_argument(
         "--output",
@@ -45,7 +47,8 @@ def register(commands: Any) -> None:
         default=[],
         dest="outputs",
         metavar="GLOB",
-        help="files to bring back, relative to the job's directory (repeatable)",
+        help="files to bring back, relative to the job's directory (repeatable; default: "
+        "none, stdout and stderr always come back)",
     )
     submit.add_argument("--cores", type=int, help="cores (slots) the job takes (default 1)")
     submit.add_argument("--walltime", type=int, metavar="SECONDS", help="kill the job after this")
@@ -61,9 +64,11 @@ def register(commands: Any) -> None:
     submit.set_defaults(func=_submit)
 
     status = commands.add_parser("status", help="one row a job, and counts per state")
-    status.add_argument("jobs", nargs="*", metavar="JOB")
-    status.add_argument("--state", choices=[str(s) for s in JobState])
-    status.add_argument("--name")
+    status.add_argument("jobs", nargs="*", metavar="JOB", help="job ids (default: every job)")
+    status.add_argument(
+        "--state", choices=[str(s) for s in JobState], help="only jobs in this state"
+    )
+    status.add_argument("--name", help="only jobs of this name")
     add_session(status)
     add_json(status)
     status.set_defaults(func=_status)
@@ -90,9 +95,13 @@ def register(commands: Any) -> None:
         description="Cancel jobs by id, or every unfinished job matching --state/--name "
         "(asks first; --yes to skip).",
     )
-    cancel.add_argument("jobs", nargs="*", metavar="JOB")
-    cancel.add_argument("--state", choices=["queued", "running", "saving"])
-    cancel.add_argument("--name")
+    cancel.add_argument("jobs", nargs="*", metavar="JOB", help="job ids")
+    cancel.add_argument(
+        "--state",
+        choices=["queued", "running", "saving"],
+        help="every job in this state (asks first; default with --name: every unfinished one)",
+    )
+    cancel.add_argument("--name", help="every unfinished job of this name (asks first)")
     cancel.add_argument("--yes", action="store_true", help="cancel a filter's matches unasked")
     add_session(cancel)
     add_json(cancel)
@@ -101,7 +110,7 @@ def register(commands: Any) -> None:
     fetch = commands.add_parser(
         "fetch", help="download output sandboxes and logs into DIR/<job-id>/"
     )
-    fetch.add_argument("jobs", nargs="*", metavar="JOB")
+    fetch.add_argument("jobs", nargs="*", metavar="JOB", help="job ids (default: every job)")
     fetch.add_argument(
         "-o",
         "--output-dir",
@@ -121,13 +130,13 @@ def register(commands: Any) -> None:
     fetch.set_defaults(func=_fetch)
 
     logs = commands.add_parser("logs", help="stdout and stderr of a job")
-    logs.add_argument("job", metavar="JOB")
+    logs.add_argument("job", metavar="JOB", help="a job id")
     add_session(logs)
     add_json(logs)
     logs.set_defaults(func=_logs)
 
     events = commands.add_parser("events", help="the lifecycle event log of jobs")
-    events.add_argument("jobs", nargs="+", metavar="JOB")
+    events.add_argument("jobs", nargs="+", metavar="JOB", help="job ids")
     add_session(events)
     add_json(events)
     events.set_defaults(func=_events)
@@ -218,8 +227,19 @@ def _runtime(started: datetime | None, finished: datetime | None, now: datetime)
 def _wait(args: argparse.Namespace) -> int:
     client = connect(args.session)
     progress = Progress()
+    asked = [-math.inf]  # when the pool was last looked at: at most every 30 s, till told
+
+    def report(line: str) -> None:
+        progress.update(line)
+        if "queued" in line and time.monotonic() - asked[0] >= 30:
+            asked[0] = time.monotonic()
+            if why := client.idle_pool():
+                progress.done()
+                print(f"clobi: {why}", file=sys.stderr)
+                asked[0] = math.inf
+
     try:
-        rows = client.wait(args.jobs or None, timeout=args.timeout, progress=progress.update)
+        rows = client.wait(args.jobs or None, timeout=args.timeout, progress=report)
     except TimeoutError as err:
         progress.done()
         print(f"clobi: {err}", file=sys.stderr)

@@ -25,8 +25,9 @@ from shared.errors import (
 )
 from shared.events import Event
 from shared.jobs import NewJob, status_of
-from shared.models import JobSpec, JobState, JobStatus
+from shared.models import JobSpec, JobState, JobStatus, VmState
 from shared.session import Session
+from shared.vms import AUTOSCALE_SETTING
 
 MAX_BATCH_DRAWS = 5
 Progress = Callable[[str], None]
@@ -230,6 +231,20 @@ class JobClient:
             time.sleep(
                 poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
             )
+
+    def idle_pool(self) -> str | None:
+        """Why queued jobs would wait for ever, if they would: no VM runs or starts, and the
+        autoscaler is off. None when some VM or the autoscaler can take them."""
+        live = (VmState.STARTING, VmState.RUNNING)
+        if any(vm.state in live for vm in self.session.vms.all()):
+            return None
+        switch = self.session.vms.setting(AUTOSCALE_SETTING)
+        if self.session.info.config.autoscale.enabled if switch is None else switch:
+            return None
+        return (
+            "no VM is running and the autoscaler is off: queued jobs wait until "
+            "`clobi vm start CLOUD` or `clobi autoscale on` (with `clobi rm` running)"
+        )
 
     def events(self, ids: Iterable[str]) -> list[Event]:
         ids = list(self._existing(ids))

@@ -280,11 +280,11 @@ def _register_vm(commands: Any) -> None:
     drain = sub.add_parser(
         "drain", help="soft kill: finish running jobs, take no new ones, then power off"
     )
-    drain.add_argument("vms", nargs="+", metavar="VM")
+    drain.add_argument("vms", nargs="+", metavar="VM", help="VM ids (see `clobi vm list`)")
     add_session(drain)
     drain.set_defaults(func=_vm_drain)
     kill = sub.add_parser("kill", help="hard kill: terminate now; their jobs are retried")
-    kill.add_argument("vms", nargs="+", metavar="VM")
+    kill.add_argument("vms", nargs="+", metavar="VM", help="VM ids (see `clobi vm list`)")
     add_session(kill)
     kill.set_defaults(func=_vm_kill)
 
@@ -328,7 +328,12 @@ def _vm_list(args: argparse.Namespace) -> int:
 
 
 def _vm_drain(args: argparse.Namespace) -> int:
-    drained = _pool(args).drain(args.vms)
+    pool = _pool(args)
+    known = {vm.id for vm in pool.vms()}
+    unknown = [vm_id for vm_id in args.vms if vm_id not in known]
+    if unknown:
+        raise ClobiError(f"no such VM in this session: {', '.join(unknown)} (see `clobi vm list`)")
+    drained = pool.drain(args.vms)
     for vm_id in args.vms:
         print(f"{vm_id}: {'draining' if vm_id in drained else 'not running'}")
     return 0 if len(drained) == len(args.vms) else 1
@@ -347,7 +352,9 @@ def _register_autoscale(commands: Any) -> None:
         description="Switch the autoscaler of a session on or off (the Resource Manager "
         "applies it), or show its policy and recent decisions.",
     )
-    autoscale.add_argument("action", choices=["on", "off", "status"])
+    autoscale.add_argument(
+        "action", choices=["on", "off", "status"], help="switch it on or off, or show it"
+    )
     add_session(autoscale)
     add_json(autoscale)
     autoscale.set_defaults(func=_autoscale)
@@ -358,8 +365,12 @@ def _register_autoscale(commands: Any) -> None:
         "(CSV: arrival_s,runtime_s,cores,priority) on a simulated clock, with no AWS; report "
         "makespan, waits, VM-hours, cost and idle VM-hours, beside two naive baselines.",
     )
-    simulate_parser.add_argument("--trace", type=Path, required=True, metavar="CSV")
-    simulate_parser.add_argument("--config", type=Path, required=True, metavar="CONFIG")
+    simulate_parser.add_argument(
+        "--trace", type=Path, required=True, metavar="CSV", help="the jobs: see examples/traces/"
+    )
+    simulate_parser.add_argument(
+        "--config", type=Path, required=True, metavar="CONFIG", help="a session config's TOML"
+    )
     simulate_parser.add_argument(
         "--policy",
         choices=["clobi", "fixed", "per-job", "all"],

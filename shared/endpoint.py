@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -54,6 +55,11 @@ def up(port: int = DEFAULT_PORT) -> str:
     current = status()
     if current.running and current.url:
         return current.url
+    if port and _taken(port):
+        raise EndpointError(
+            f"port {port} on 127.0.0.1 is taken by another program; "
+            "`clobi local up --port N` picks another (0: any free port)"
+        )
     _, url = embedded.launch(
         port,
         ready_file=_state_file(),
@@ -119,6 +125,15 @@ def resolve(endpoint_url: str | None, *, start: bool = False) -> str | None:
     if start:
         return up(port=0)
     raise EndpointError("the embedded endpoint is not running; start it with `clobi local up`")
+
+
+def _taken(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _alive(pid: int) -> bool:

@@ -336,7 +336,7 @@ class JobStatus(Frozen):
     def public(self) -> dict[str, Any]:
         from shared.timeutil import iso
 
-        out = self.model_dump(mode="python", exclude={"cancel_requested", "result_key"})
+        out = self.model_dump(mode="python")
         for key in ("submitted_at", "started_at", "finished_at"):
             out[key] = iso(out[key])
         out["state"] = str(self.state)

@@ -15,6 +15,9 @@ from shared.timeutil import iso, parse_iso, utcnow
 _NAMES = {"#st": "state"}
 
 
+AUTOSCALE_SETTING = "autoscale"  # `clobi autoscale on|off`, over the session config's
+
+
 class VmTable:
     def __init__(self, aws: Aws, table: str) -> None:
         self._aws = aws
