@@ -22,7 +22,6 @@ from shared.models import JobState, VmRecord, VmState
 
 log = logging.getLogger(__name__)
 REGISTER_TIMEOUT_S = 300.0  # a VM that never registers within this is marked failed
-REDISPATCH_AFTER_S = 300.0  # a sent message not claimed within this is assumed lost
 
 
 @dataclass
@@ -45,13 +44,13 @@ class Monitor:
         pool: Pool,
         *,
         register_timeout_s: float = REGISTER_TIMEOUT_S,
-        redispatch_after_s: float = REDISPATCH_AFTER_S,
+        redispatch_after_s: float | None = None,
     ) -> None:
         self.pool = pool
         self.session = pool.session
         self.config = self.session.info.config
         self.register_timeout_s = register_timeout_s
-        self.redispatch_after_s = redispatch_after_s
+        self.redispatch_after_s = redispatch_after_s or self.config.resend_s
         self.dispatcher = Dispatcher(self.session)
         self.snapshot = PoolSnapshot()
         self.lock = threading.Lock()
