@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embedded import daemon as endpoint
+from embedded import server as embedded
 from jobmgmt.client import JobClient
 from resource_manager.lifecycle import create_session
 from resource_manager.pool import Pool
-from shared import embedded, endpoint, localkeys
+from shared import localkeys
 from shared.jobs import pending_key
 from shared.models import JobState, LocalCloud, SessionConfig
 from shared.session import Session

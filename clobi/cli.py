@@ -13,9 +13,9 @@ import job_agent.cli
 import jobmgmt.cli
 import resource_manager.cli
 from clobi import demo
-from shared import endpoint, sessionfile
+from shared import sessionfile
 from shared.errors import AwsError, ClobiError
-from shared.session import MISSING_CODES
+from shared.session import MISSING_CODES, exists
 
 
 def parser() -> argparse.ArgumentParser:
@@ -104,7 +104,7 @@ def _gone(args: argparse.Namespace, err: ClobiError) -> str | None:
             "(the embedded endpoint: `clobi local up` starts it; its sessions live as long "
             "as it runs)"
         )
-    if endpoint.exists(info) is not False:
+    if exists(info) is not False:
         return None
     return (
         f"session {info.id} no longer exists on its endpoint {info.endpoint_url or 'AWS'} "

@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from embedded import server as embedded
 from jobmgmt.cli import show_table
 from jobmgmt.client import JobClient, summary
 from resource_manager.lifecycle import cleanup_session, create_session
 from resource_manager.pool import Pool
-from shared import embedded, localkeys
+from shared import localkeys
 from shared.cli import Progress
 from shared.config import load_job_file
 from shared.errors import ClobiError

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from embedded import daemon as endpoint
 from resource_manager.autoscaler import SETTING, autoscale_enabled
 from resource_manager.drivers.local import session_root
 from resource_manager.headless import run_headless, step_interval_s
@@ -17,7 +18,7 @@ from resource_manager.policies import NAMES, account_of, filled
 from resource_manager.pool import Pool
 from resource_manager.simulate import POLICIES, read_trace, simulate
 from resource_manager.template import write_template
-from shared import endpoint, sessionfile
+from shared import sessionfile
 from shared.cli import (
     Progress,
     add_json,
@@ -30,7 +31,7 @@ from shared.cli import (
 from shared.config import load_session_config
 from shared.errors import ClobiError
 from shared.events import SESSION_KEY
-from shared.session import Session
+from shared.session import Session, exists
 from shared.timeutil import iso
 
 
@@ -204,7 +205,7 @@ def _session_list(args: argparse.Namespace) -> int:
             "created_at": iso(i.created_at),
             "endpoint": i.endpoint_url or "aws",
             "region": i.region,
-            "state": found[endpoint.exists(i)],  # gone: `clobi session cleanup` forgets it
+            "state": found[exists(i)],  # gone: `clobi session cleanup` forgets it
         }
         for i in infos
     ]

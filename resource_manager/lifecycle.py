@@ -8,8 +8,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from embedded import daemon as endpoint
 from resource_manager.wheel import upload_wheel
-from shared import endpoint, naming, sessionfile
+from shared import naming, sessionfile
 from shared.aws import Aws, translated
 from shared.errors import AwsError, ConfigError
 from shared.jobs import DISPATCH_FIELDS, DISPATCH_INDEX, STATE_INDEX, STATUS_FIELDS

@@ -71,3 +71,16 @@ class Session:
             return "cancelling"
         self.jobs.get(job_id)  # raises JobNotFound for an unknown id
         return "finished"
+
+
+def exists(info: SessionInfo) -> bool | None:
+    """Whether a session still exists on its endpoint (its jobs table is there); None when
+    the endpoint cannot be asked."""
+    try:
+        with translated("look for the session"):
+            Aws(info.region, info.endpoint_url, retries=1).ddb.describe_table(
+                TableName=info.tables["jobs"]
+            )
+    except AwsError as err:
+        return False if err.code == "ResourceNotFoundException" else None
+    return True

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from embedded import server as embedded
 from resource_manager.drivers.local import session_root
 from resource_manager.lifecycle import create_session
 from resource_manager.pool import Pool
-from shared import embedded, localkeys
+from shared import localkeys
 from shared.errors import ClobiError
 from shared.home import private_dir
 from shared.models import LocalCloud, SessionConfig

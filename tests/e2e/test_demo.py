@@ -46,7 +46,7 @@ def _agent_processes() -> list[int]:
                 continue
             # The demo's own (its temporary folder is clobi-demo-*), not other runs' on this host.
             ours = b"clobi-demo-" in cmdline
-            if ours and (b"job_agent" in cmdline or b"shared.embedded" in cmdline):
+            if ours and (b"job_agent" in cmdline or b"embedded.server" in cmdline):
                 found.append(int(entry.name))
     return found
 

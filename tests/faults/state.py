@@ -3,7 +3,8 @@ restarted would), while clobi's components keep running."""
 
 from __future__ import annotations
 
-from shared import endpoint, localkeys
+from embedded import daemon as endpoint
+from shared import localkeys
 
 
 def lose_state(url: str) -> None:

@@ -4,12 +4,14 @@ policies are well-formed and scoped to one session."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,7 +118,18 @@ def test_a_wheel_session_installs_clobi_at_boot_pinned_by_hash(
     wheel = wheel_session.info.agent_wheel
     assert wheel is not None and wheel.filename.startswith("clobi-")
     stored = wheel_session.aws.s3.get_object(Bucket=wheel_session.info.bucket, Key=wheel.key)
-    assert hashlib.sha256(stored["Body"].read()).hexdigest() == wheel.sha256
+    body = stored["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == wheel.sha256
+    # What a VM installs: moto (the embedded endpoint's) only with the `local` extra.
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = [
+            line
+            for line in archive.read(metadata).decode().splitlines()
+            if line.startswith("Requires-Dist:")
+        ]
+    assert [r for r in requires if "moto" in r and "extra ==" not in r] == [], requires
+    assert any(r.startswith("Requires-Dist: boto3") for r in requires)
     boot = Bootstrap(vm_id="vm-aws-000001", cloud="aws", cores=2, session=wheel_session.info)
     user_data = render(boot)
     document = yaml.safe_load(user_data)

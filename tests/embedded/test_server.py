@@ -10,9 +10,9 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from embedded.auth import sign
 from shared import localkeys
 from shared.aws import Aws
-from shared.endpoint_auth import sign
 
 ITEMS = 100
 RACERS = 4

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared import embedded, localkeys, sessionfile
-from shared.aws import Aws, translated
-from shared.endpoint_auth import sign
-from shared.errors import AwsError, ClobiError, EndpointError
+from embedded import server
+from embedded.auth import sign
+from shared import localkeys, sessionfile
+from shared.errors import ClobiError, EndpointError
 from shared.home import local_dir
 from shared.models import SessionInfo
+from shared.session import exists
 
 LOCAL = "local"
 DEFAULT_PORT = 4566
@@ -60,7 +61,7 @@ def up(port: int = DEFAULT_PORT) -> str:
             f"port {port} on 127.0.0.1 is taken by another program; "
             "`clobi local up --port N` picks another (0: any free port)"
         )
-    _, url = embedded.launch(
+    _, url = server.launch(
         port,
         ready_file=_state_file(),
         log_file=_log_file(),
@@ -100,19 +101,6 @@ def live_sessions(url: str | None) -> list[SessionInfo]:
     return [
         info for info in sessionfile.all_sessions() if info.endpoint_url == url and exists(info)
     ]
-
-
-def exists(info: SessionInfo) -> bool | None:
-    """Whether a session still exists on its endpoint (its jobs table is there); None when
-    the endpoint cannot be asked."""
-    try:
-        with translated("look for the session"):
-            Aws(info.region, info.endpoint_url, retries=1).ddb.describe_table(
-                TableName=info.tables["jobs"]
-            )
-    except AwsError as err:
-        return False if err.code == "ResourceNotFoundException" else None
-    return True
 
 
 def resolve(endpoint_url: str | None, *, start: bool = False) -> str | None:
@@ -164,7 +152,7 @@ def stats(url: str, *, reset: bool = False) -> dict[str, Any]:
     keys = localkeys.read(localkeys.default_path())
     if keys is None:
         raise EndpointError(f"no key for the embedded endpoint at {localkeys.default_path()}")
-    return dict(signed_request(url, embedded.STATS_PATH, keys, "POST" if reset else "GET"))
+    return dict(signed_request(url, server.STATS_PATH, keys, "POST" if reset else "GET"))
 
 
 def signed_request(

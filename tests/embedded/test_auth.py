@@ -16,9 +16,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from shared import endpoint, localkeys
+from embedded import daemon as endpoint
+from embedded.auth import sign
+from shared import localkeys
 from shared.aws import Aws
-from shared.endpoint_auth import sign
 from tests.helpers import cli
 
 CANARY = "AKIACANARY0123456789"
