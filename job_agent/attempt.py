@@ -233,6 +233,7 @@ class Attempt:
                     self._logs / "stdout",
                     self._logs / "stderr",
                     self._identity,
+                    log_cap=self._session.info.config.max_log_bytes,
                 )
             except (ClobiError, OSError) as err:
                 return self._failed(Reason.AGENT_ERROR, f"cannot start the job: {err}")
@@ -281,7 +282,7 @@ class Attempt:
         the attempt's prefix; returns its key, or None if the attempt turned out superseded.
         A big result is announced first as `saving`, which also checks we still own the job."""
         archive = self._logs / naming.RESULT_ARCHIVE
-        streams = [(name, self._capped(name)) for name in ("stdout", "stderr")]
+        streams = [(name, self._logs / name) for name in ("stdout", "stderr")]
         outputs = self._outputs()
         try:
             with open(archive, "wb") as out:
@@ -299,24 +300,12 @@ class Attempt:
             self._session.aws.upload(archive, self._session.info.bucket, key)
         return key
 
-    def _capped(self, stream: str) -> Path:
-        """The stream's file, or a copy cut at max_log_bytes with a note at the end."""
-        path = self._logs / stream
-        cap = self._session.info.config.max_log_bytes
-        if not path.exists() or path.stat().st_size <= cap:
-            return path
-        capped = self._logs / f"{stream}.capped"
-        with open(path, "rb") as source, open(capped, "wb") as out:
-            out.write(source.read(cap))
-            out.write(f"\n[clobi: {stream} truncated at {cap} bytes]\n".encode())
-        return capped
-
     def ship_progress(self) -> None:
         """Ship stdout/stderr of the running job, so `clobi logs` shows how far it got."""
         if self._process is None or self.fenced:
             return
         for stream in ("stdout", "stderr"):
-            path = self._capped(stream)
+            path = self._logs / stream  # capped as the job writes (see streams)
             if path.exists():
                 with translated(f"upload {stream}"):
                     self._session.aws.upload(path, self._session.info.bucket, self._prefix + stream)

@@ -1,4 +1,5 @@
-"""Running one job process: its own process group, a scrubbed environment, walltime and kill."""
+"""Running one job process: its own process group and jail, a scrubbed environment, capped
+output, walltime and kill."""
 
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from job_agent import containment
+from job_agent.containment import Jail
 from job_agent.identity import JobIdentity, confined, hand_over
+from job_agent.streams import CappedStream
 from shared.models import JobTask, Reason
 
 KEPT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 GRACE_S = 3.0
+DRAIN_S = 2.0  # the longest the agent reads output left in the pipes after the job
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,8 @@ class ProcessResult:
 
 
 class JobProcess:
-    """One job's process group. `kill` may be called from any thread."""
+    """One job's process group, in its jail (see containment), its stdout and stderr copied
+    by the agent up to `log_cap` bytes each. `kill` may be called from any thread."""
 
     def __init__(
         self,
@@ -36,6 +43,9 @@ class JobProcess:
         stdout: Path,
         stderr: Path,
         identity: JobIdentity | None = None,
+        *,
+        log_cap: int | None = None,
+        jail: Callable[[str, int], Jail] = containment.jail,
     ) -> None:
         """Start the job, without privileges, as `identity` (the agent's user if None)."""
         self._task = task
@@ -43,16 +53,30 @@ class JobProcess:
         self._identity = identity
         if identity is not None:
             hand_over(workdir, identity)
-        with open(stdout, "wb") as out, open(stderr, "wb") as err:
-            self._proc = subprocess.Popen(
-                confined(["/bin/bash", task.script, *task.args], identity),
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                process_group=0,
-            )
+        self._jail = jail(task.id, task.attempt)
+        self.streams = {
+            "stdout": CappedStream(stdout, log_cap),
+            "stderr": CappedStream(stderr, log_cap),
+        }
+        try:
+            with containment.starting():
+                self._proc = subprocess.Popen(
+                    self._jail.argv(confined(["/bin/bash", task.script, *task.args], identity)),
+                    cwd=workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=self.streams["stdout"].write_fd,
+                    stderr=self.streams["stderr"].write_fd,
+                    process_group=0,
+                )
+                self._jail.started(self._proc.pid)
+        except BaseException:
+            self._jail.end()
+            self._close_streams()
+            raise
+        finally:
+            for stream in self.streams.values():
+                os.close(stream.write_fd)  # the job's ends: EOF once all its processes are gone
         self.pid = self._proc.pid
         self._wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -66,7 +90,7 @@ class JobProcess:
                 os.write(self._wake_w, b"k")
 
     def wait(self) -> ProcessResult:
-        """Block until the process group is gone; enforces the walltime."""
+        """Block until the job and everything it started are gone; enforces the walltime."""
         try:
             code = self._wait_for_exit()
         finally:
@@ -74,18 +98,20 @@ class JobProcess:
                 os.close(self._wake_r)
                 os.close(self._wake_w)
                 self._wake_r = self._wake_w = -1
-        self._kill_group(signal.SIGKILL)  # whatever the job left behind in its group
-        self._kill_escaped()
-        if self._identity is not None:  # its slot user's: even one that shed its markers
-            kill_user(self._identity.uid)
-        if self._killed is not None:
-            return ProcessResult(code, self._killed)
-        return ProcessResult(code, None)
+            self._kill_group(signal.SIGKILL)  # whatever the job left behind in its group
+            self._jail.end()  # and anywhere else
+            self._kill_escaped()
+            if self._identity is not None:  # its slot user's: even one that shed its markers
+                kill_user(self._identity.uid)
+            self._drain_streams()
+        return ProcessResult(code, self._killed)
 
     def _wait_for_exit(self) -> int:
         """The exit code, as soon as the process exits (a pidfd), or once it is killed (a
-        kill wakes the wait through a pipe) or its walltime is up."""
+        kill wakes the wait through a pipe) or its walltime is up. Copies its output
+        meanwhile."""
         deadline = time.monotonic() + self._task.walltime if self._task.walltime else None
+        hard_kill_at: float | None = None  # SIGKILL after SIGTERM's grace
         try:
             pidfd: int | None = os.pidfd_open(self.pid)
         except OSError:  # an old kernel: poll instead
@@ -95,26 +121,47 @@ class JobProcess:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     self.kill(Reason.WALLTIME)
-                if self._killed is not None:
-                    self._terminate_group()
-                    break
-                timeout = None if deadline is None else deadline - now
+                    deadline = None
+                if self._killed is not None and hard_kill_at is None:
+                    self._kill_group(signal.SIGTERM)
+                    hard_kill_at = now + GRACE_S
+                if hard_kill_at is not None and now >= hard_kill_at:
+                    self._kill_group(signal.SIGKILL)
+                    hard_kill_at = now + GRACE_S  # and again, should it still be there
+                due = [t for t in (deadline, hard_kill_at) if t is not None]
+                timeout = max(0.0, min(due) - now) if due else None
                 if pidfd is None:
                     timeout = 0.05 if timeout is None else min(timeout, 0.05)
-                waited = [self._wake_r] if pidfd is None else [self._wake_r, pidfd]
-                select.select(waited, [], [], timeout)
+                self._select([self._wake_r] if pidfd is None else [self._wake_r, pidfd], timeout)
         finally:
             if pidfd is not None:
                 os.close(pidfd)
         return self._proc.wait()
 
-    def _terminate_group(self) -> None:
-        self._kill_group(signal.SIGTERM)
-        try:
-            self._proc.wait(GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
-        self._kill_group(signal.SIGKILL)
+    def _select(self, fds: list[int], timeout: float | None) -> None:
+        """Wait for one of `fds` or output, copying the output that came."""
+        open_streams = [s for s in self.streams.values() if not s.closed]
+        ready, _, _ = select.select(fds + [s.fd for s in open_streams], [], [], timeout)
+        for stream in open_streams:
+            if stream.fd in ready and not stream.read():
+                stream.close()
+        if self._wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 64)
+
+    def _drain_streams(self) -> None:
+        """The output written before the job's end (every writer is dead now: EOF)."""
+        deadline = time.monotonic() + DRAIN_S
+        while any(not s.closed for s in self.streams.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._select([], left)
+        self._close_streams()
+
+    def _close_streams(self) -> None:
+        for stream in self.streams.values():
+            stream.close()
 
     def _kill_escaped(self) -> None:
         """Processes that left the job's group (double-forked daemons, setsid) still carry

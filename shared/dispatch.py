@@ -6,7 +6,11 @@ submitter, every agent with free slots, the Resource Manager — so work keeps f
 Resource Manager is down; a conditional mark makes sure one caller sends each job.
 
 No starvation: a job's effective priority rises one level per `starvation_s` it has waited
-(capped at the top), and its message goes to the queue of that effective priority.
+(capped at the top), and its message goes to the queue of that effective priority. A job whose
+message is out already rises too: once its effective priority passes the lane its message went
+to, every fill sends it a new one in the higher lane (the old one turns into a stale hint), so
+busy agents that never read the low lanes still reach it, within about (levels to the top + 1)
+x `starvation_s` under any load.
 
 Idle agents long-poll only the lowest lane (p1, where default-priority work goes), so an idle
 pool costs few requests. When a fill finds the window empty and sends work to a higher lane, it
@@ -23,7 +27,7 @@ from typing import Any
 
 from shared.aws import translated
 from shared.errors import AwsError
-from shared.jobs import pending_key
+from shared.jobs import SENT, pending_key
 from shared.message import JobMessage, wake
 from shared.session import Session
 from shared.timeutil import parse_iso, utcnow
@@ -39,6 +43,19 @@ def effective_priority(
         return priority
     waited_s = max(0.0, (now - submitted_at).total_seconds())
     return min(top, priority + int(waited_s // starvation_s))
+
+
+def raised_lane(item: dict[str, Any], now: datetime, starvation_s: float, top: int) -> int | None:
+    """The higher lane a sent job's message belongs in by `now`, or None while the lane it
+    was sent to (its effective priority when it was sent) is still its own."""
+    submitted_at = parse_iso(item.get("submitted_at"))
+    sent_at = parse_iso(item.get("dispatched_at"))
+    if submitted_at is None or sent_at is None:
+        return None
+    priority = int(item["priority"])
+    then = effective_priority(priority, submitted_at, sent_at, starvation_s, top)
+    lane = effective_priority(priority, submitted_at, now, starvation_s, top)
+    return lane if lane > then else None
 
 
 EMPTY_SKIP_S = 2.0  # a priority found with nothing pending is not asked again for this long
@@ -62,11 +79,13 @@ class Dispatcher:
         `every_priority` asks the priorities lately found empty too (before going idle)."""
         if every_priority:
             self._empty_until.clear()
-        in_window = self._session.jobs.count_sent()
+        now = utcnow()
+        out = list(self._session.jobs.by_dispatch(SENT))  # the window: one query, as a count
+        self._raise_aged(out, now)
+        in_window = len(out)
         room = self._config.dispatch_window - in_window
         if room < max(1, min_room):
             return 0
-        now = utcnow()
         candidates: list[tuple[int, int, dict[str, Any]]] = []
         for priority in range(1, self._config.priorities + 1):
             if self._empty_until.get(priority, 0.0) > time.monotonic():
@@ -87,7 +106,7 @@ class Dispatcher:
         chosen = candidates[:room]
         lane = {item["id"]: eff for eff, _, item in chosen}
         by_queue: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for item in self._session.jobs.mark_sent([item for _, _, item in chosen]):
+        for item in self._session.jobs.mark_sent([item for _, _, item in chosen], at=now):
             by_queue[lane[item["id"]]].append(item)
         sent = 0
         for eff, items in by_queue.items():
@@ -95,6 +114,21 @@ class Dispatcher:
         if sent and in_window == 0 and set(by_queue) != {1}:
             self._ring()
         return sent
+
+    def _raise_aged(self, out: list[dict[str, Any]], now: datetime) -> None:
+        """Send a new message, in its higher lane, for each sent job whose effective priority
+        rose past its message's lane; whoever receives one of its messages first claims it,
+        the other is dropped as stale. A conditional write makes one dispatcher do each."""
+        by_queue: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for item in out:
+            lane = raised_lane(item, now, self._config.starvation_s, self._config.priorities)
+            if lane is not None and self._session.jobs.mark_resent(
+                item["id"], item["dispatched_at"], now
+            ):
+                by_queue[lane].append(item)
+        for lane, items in by_queue.items():
+            log.info("%d waiting jobs raised to priority %d", len(items), lane)
+            self._send(lane, items)
 
     def _ring(self) -> None:
         try:

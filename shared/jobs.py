@@ -11,6 +11,7 @@ import json
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from shared.aws import Aws, from_item, to_item, to_value, translated
@@ -267,14 +268,17 @@ class JobTable:
 
     # --- dispatch -----------------------------------------------------------------------------
 
-    def mark_sent(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Take jobs out of the pending set to send their messages, in transactions of 10;
-        returns those this caller took. A lost condition means another dispatcher is at the
-        same jobs right now: this one stops and leaves the rest to it (or the next fill)."""
+    def mark_sent(
+        self, items: list[dict[str, Any]], at: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Take jobs out of the pending set to send their messages (recorded as sent `at`), in
+        transactions of 10; returns those this caller took. A lost condition means another
+        dispatcher is at the same jobs right now: this one stops and leaves the rest to it."""
         taken: list[dict[str, Any]] = []
+        sent_at = iso(at or utcnow())
         for start in range(0, len(items), 10):
             chunk = items[start : start + 10]
-            updates = [{"Update": self._sent_update(item)} for item in chunk]
+            updates = [{"Update": self._sent_update(item, sent_at)} for item in chunk]
             try:
                 with translated("dispatch jobs"):
                     self._aws.ddb.transact_write_items(TransactItems=updates)
@@ -283,7 +287,7 @@ class JobTable:
             taken.extend(chunk)
         return taken
 
-    def _sent_update(self, item: dict[str, Any]) -> dict[str, Any]:
+    def _sent_update(self, item: dict[str, Any], sent_at: str | None) -> dict[str, Any]:
         return {
             "TableName": self.table,
             "Key": {"id": to_value(item["id"])},
@@ -292,11 +296,23 @@ class JobTable:
             "ExpressionAttributeNames": _names(),
             "ExpressionAttributeValues": {
                 ":sent": to_value(SENT),
-                ":now": to_value(iso(utcnow())),
+                ":now": to_value(sent_at),
                 ":pending": to_value(pending_key(int(item["priority"]))),
                 ":queued": to_value("queued"),
             },
         }
+
+    def mark_resent(self, job_id: str, dispatched_at: str, at: datetime) -> bool:
+        """Record that a sent job's message is sent again (to a higher lane) `at`; False if
+        it was claimed, or another dispatcher did it, since it was read as sent then."""
+        condition = "dq = :sent AND #st = :queued AND dispatched_at = :then"
+        values = {
+            ":sent": to_value(SENT),
+            ":queued": to_value("queued"),
+            ":then": to_value(dispatched_at),
+            ":now": to_value(iso(at)),
+        }
+        return self._write(job_id, "SET dispatched_at = :now", condition, values)
 
     def mark_pending(self, job_id: str, priority: int, dispatched_at: str | None) -> bool:
         """Put a dispatched job back into the pending set (its message failed or went missing)."""

@@ -1,5 +1,6 @@
 """The `local` cloud: each VM is a real `clobi agent` process on this machine, in its own
-session and working area under $CLOBI_HOME/vms/<session>/<vm>/."""
+session, cgroup (where this process may make one) and working area under
+$CLOBI_HOME/vms/<session>/<vm>/."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 from resource_manager.drivers.base import CloudDriver, Instance
+from shared import cgroup
 from shared.errors import DriverError
 from shared.home import append_private, clobi_home, private_dir, write_private
 from shared.models import Bootstrap, LocalCloud, SessionInfo
@@ -38,16 +40,12 @@ class LocalDriver(CloudDriver):
         private_dir(vm_dir)
         bootstrap = bootstrap.model_copy(update={"workdir": str(vm_dir / "work")})
         write_private(vm_dir / "bootstrap.json", bootstrap.model_dump_json())
+        argv = [sys.executable, "-m", "job_agent", "--bootstrap", str(vm_dir / "bootstrap.json")]
+        folder = _vm_cgroup(bootstrap)
         try:
             with append_private(vm_dir / "console.log") as console:
                 proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "job_agent",
-                        "--bootstrap",
-                        str(vm_dir / "bootstrap.json"),
-                    ],
+                    argv if folder is None else cgroup.entering(folder, argv),
                     stdin=subprocess.DEVNULL,
                     stdout=console,
                     stderr=console,
@@ -56,8 +54,11 @@ class LocalDriver(CloudDriver):
                     start_new_session=True,
                 )
         except OSError as err:
+            if folder is not None:
+                cgroup.remove(folder)
             raise DriverError(f"cannot start a local agent: {err}") from err
-        write_private(vm_dir / "pid", json.dumps({"pid": proc.pid, "start": _start_time(proc.pid)}))
+        record = {"pid": proc.pid, "start": _start_time(proc.pid), "cgroup": folder and str(folder)}
+        write_private(vm_dir / "pid", json.dumps(record))
         return f"pid-{proc.pid}"
 
     def instances(self) -> list[Instance]:
@@ -74,15 +75,19 @@ class LocalDriver(CloudDriver):
             if bootstrap.get("cloud") != self.name:
                 continue
             pid = _read_pid(vm_dir)
+            if pid is None:  # the agent left: so did its jobs, whose cgroup goes
+                _remove_cgroup(vm_dir, kill=False)
             found.append(Instance(vm_dir.name, f"pid-{pid}" if pid else "-", pid is not None))
         return found
 
     def terminate(self, vm_ids: list[str]) -> None:
-        """Hard kill: SIGKILL the agent and every process of its session (its jobs)."""
+        """Hard kill: SIGKILL the agent and every process of its cgroup and session (its
+        jobs, and whatever they started, wherever it went)."""
         for vm_id in vm_ids:
             sid = _recorded_pid(self._root / vm_id)
             if sid is None:
                 continue
+            _remove_cgroup(self._root / vm_id, kill=True)
             kill_session(sid)  # even when the agent died already: its jobs may live on
             unmount_under(self._root / vm_id)  # a VM's release mounts go with it
             if _read_pid(self._root / vm_id) is not None:
@@ -95,6 +100,32 @@ class LocalDriver(CloudDriver):
     def remove_all(self) -> None:
         """Forget every VM's working area (after terminate, at session cleanup)."""
         shutil.rmtree(self._root, ignore_errors=True)
+
+
+def _vm_cgroup(bootstrap: Bootstrap) -> Path | None:
+    """A new cgroup for the VM below this process's, or None where it cannot make one."""
+    parent = cgroup.own()
+    if parent is None:
+        return None
+    try:
+        return cgroup.make(parent, f"clobi-{bootstrap.session.id}-{bootstrap.vm_id}")
+    except OSError:
+        return None
+
+
+def _remove_cgroup(vm_dir: Path, kill: bool) -> None:
+    """Kill what is left in the VM's cgroup (with `kill`), and remove it once empty."""
+    try:
+        recorded = json.loads((vm_dir / "pid").read_text()).get("cgroup")
+    except (OSError, ValueError):
+        return
+    if not recorded or not Path(recorded).name.startswith("clobi-"):
+        return
+    folder = Path(recorded)
+    if kill:
+        cgroup.kill(folder)
+    if not cgroup.members(folder):
+        cgroup.remove(folder)
 
 
 def kill_session(sid: int, sig: int = signal.SIGKILL, wait_s: float = KILL_WAIT_S) -> None:
