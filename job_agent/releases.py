@@ -39,7 +39,7 @@ def release_volumes(bootstrap: Bootstrap, aws: Aws, root: Path) -> ReleaseVolume
     """The releases of the bootstrap's session, as this VM mounts them, under `root`.
     Makes no AWS call: an EBS volume is only looked at when a job needs its release."""
     info = bootstrap.session
-    s3 = S3Volumes(aws, info.bucket, info.releases, root / "releases")
+    s3 = S3Volumes(aws, info.bucket, info.releases, root / "releases", info.release_digests)
     routes: dict[str, VolumeProvider] = dict.fromkeys(info.releases, s3)
     cloud = next((c for c in info.config.clouds if c.name == bootstrap.cloud), None)
     if not isinstance(cloud, Ec2Cloud):

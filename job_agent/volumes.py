@@ -10,6 +10,7 @@ The session maps each release to its S3 key; the key's suffix says which kind it
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -53,10 +54,18 @@ class VolumeProvider(ABC):
 class S3Volumes(VolumeProvider):
     """Releases stored in the session's S3 prefix: `dir` archives and `loop` images."""
 
-    def __init__(self, aws: Aws, bucket: str, keys: dict[str, str], root: Path) -> None:
+    def __init__(
+        self,
+        aws: Aws,
+        bucket: str,
+        keys: dict[str, str],
+        root: Path,
+        digests: dict[str, str] | None = None,
+    ) -> None:
         self._aws = aws
         self._bucket = bucket
         self._keys = keys
+        self._digests = digests or {}  # what the session uploaded: a replaced object is refused
         self._root = root
         self._lock = threading.Lock()
         self._mounted: dict[str, Path] = {}
@@ -76,6 +85,7 @@ class S3Volumes(VolumeProvider):
             download = self._root / f".{release}.download"
             with translated(f"download release {release}"):
                 self._aws.s3.download_file(self._bucket, key, str(download))
+            self._check(release, download)
             if key.endswith(IMAGE_SUFFIX):
                 self._mount_image(release, download, target)
             else:
@@ -83,6 +93,17 @@ class S3Volumes(VolumeProvider):
             self._mounted[release] = target
             log.info("release %s mounted read-only at %s", release, target)
             return target
+
+    def _check(self, release: str, download: Path) -> None:
+        wanted = self._digests.get(release)
+        if wanted is None:  # a session made before releases had digests
+            log.warning("release %s: no digest in the session to check it against", release)
+            return
+        with open(download, "rb") as data:
+            found = hashlib.file_digest(data, "sha256").hexdigest()
+        if found != wanted:
+            download.unlink()
+            raise ClobiError(f"release {release}: not what the session uploaded (sha256 differs)")
 
     def _mount_archive(self, release: str, archive: Path, target: Path) -> None:
         data = self._root / f".{release}.data"

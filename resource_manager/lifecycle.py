@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from functools import partial
@@ -49,7 +50,7 @@ def create_session(config: SessionConfig, report: Report = _quiet) -> SessionInf
         report(f"queues p1..p{config.priorities} and a dead-letter queue")
         tables = _create_tables(aws, session_id, created)
         report("tables " + ", ".join(tables.values()))
-        releases = _upload_releases(aws, config, prefix, report)
+        releases, release_digests = _upload_releases(aws, config, prefix, report)
         snapshots = {name: spec.snapshot for name, spec in config.releases.items() if spec.snapshot}
         agent_wheel = upload_wheel(aws, config, prefix)
         if agent_wheel:
@@ -67,6 +68,7 @@ def create_session(config: SessionConfig, report: Report = _quiet) -> SessionInf
         queue_urls=queue_urls,
         tables=tables,
         releases=releases,
+        release_digests=release_digests,
         snapshots=snapshots,
         agent_wheel=agent_wheel,
         config=config,
@@ -194,18 +196,21 @@ def _index(name: str, hash_key: str, range_key: str, fields: tuple[str, ...]) ->
 
 def _upload_releases(
     aws: Aws, config: SessionConfig, prefix: str, report: Report
-) -> dict[str, str]:
-    keys = {}
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Each release's S3 key, and the sha256 of what was uploaded (agents check it)."""
+    keys, digests = {}, {}
     for release, spec in config.releases.items():
         source = spec.archive or spec.image
         if not source:
             continue
         key = naming.release_key(prefix, release, image=spec.image is not None)
+        with open(source, "rb") as data:
+            digests[release] = hashlib.file_digest(data, "sha256").hexdigest()
         with translated(f"upload release {release}"):
             aws.s3.upload_file(source, config.bucket, key)
         report(f"release {release} uploaded")
         keys[release] = key
-    return keys
+    return keys, digests
 
 
 # --- cleanup -------------------------------------------------------------------------------

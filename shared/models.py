@@ -256,6 +256,7 @@ class SessionInfo(Frozen):
     queue_urls: dict[str, str]  # "p1".."pN" and "dlq"
     tables: dict[str, str]  # "jobs", "vms", "events"
     releases: dict[str, str] = {}  # release name -> S3 key (dir and loop volumes)
+    release_digests: dict[str, str] = {}  # release name -> sha256 of what was uploaded
     snapshots: dict[str, str] = {}  # release name -> EBS snapshot id (ebs volumes, EC2 VMs)
     agent_wheel: AgentWheel | None = None
     config: SessionConfig

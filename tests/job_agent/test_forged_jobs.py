@@ -18,7 +18,7 @@ from resource_manager.pool import Pool
 from shared import naming, sandbox
 from shared.dispatch import Dispatcher
 from shared.jobs import NewJob
-from shared.models import JobState
+from shared.models import JobState, ReleaseConfig
 from shared.session import Session
 from tests.helpers import wait_until
 
@@ -156,3 +156,29 @@ def test_a_sparse_sandbox_is_refused_by_the_agent_without_writing_its_size(
     assert (row.state, row.reason) == (JobState.FAILED, "input_error")
     detail = [e.detail for e in JobClient(session).events(["5a5a5a5a.0"]) if e.kind == "error"]
     assert "sparse file not allowed" in str(detail)
+
+
+def test_a_release_replaced_in_s3_is_refused(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    import tarfile
+
+    archive = tmp_path / "rel.tar.gz"
+    (tmp_path / "data.txt").write_text("genuine\n")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "data.txt", arcname="data.txt")
+    session = make_session(releases={"1.0": ReleaseConfig(archive=str(archive))}, max_attempts=1)
+    (tmp_path / "data.txt").write_text("replaced\n")
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(tmp_path / "data.txt", arcname="data.txt")
+    key = session.info.releases["1.0"]
+    session.aws.s3.put_object(Bucket=session.info.bucket, Key=key, Body=evil.read_bytes())
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    script = tmp_path / "job.sh"
+    script.write_text('cat "$CLOBI_RELEASE_DIR/data.txt"\n')
+    (job,) = client.submit(JobSpec(script=str(script), release="1.0"))
+    (row,) = client.wait([job], timeout=30)
+    assert (row.state, row.reason) == (JobState.FAILED, "release_error")
+    assert "replaced" not in client.logs(job)["stdout"]
