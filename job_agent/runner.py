@@ -231,7 +231,7 @@ def job_processes(job_id: str, attempt: int | None = None) -> list[int]:
 def job_environment(
     task: JobTask, session_id: str, workdir: Path, release_dir: Path | None
 ) -> dict[str, str]:
-    """A scrubbed environment: a few basics, the job's own variables, and SPEC §6's."""
+    """A scrubbed environment: a few basics, the job's own variables, and clobi's own (CLOBI_*)."""
     env = {key: os.environ[key] for key in KEPT_ENV if key in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     tmp = workdir / ".tmp"

@@ -1,4 +1,4 @@
-"""The monitor and reaper loop of the Resource Manager (SPEC §7), driven by `step(now)`.
+"""The monitor and reaper loop of the Resource Manager (docs/design.md), driven by `step(now)`.
 
 Leases are judged on the monitor's own monotonic clock: a running job whose (attempt, lease_seq)
 has not changed for a full lease period is reaped, whatever the agents' clocks say. Nothing is

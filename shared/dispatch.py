@@ -1,4 +1,5 @@
-"""The dispatch window of SPEC §7: messages go into the priority queues only as work can start.
+"""The dispatch window (docs/design.md): messages go into the priority queues only as work
+can start.
 
 Queued jobs wait in DynamoDB (a sparse index, per priority, oldest first). `fill` tops the queues
 up to `dispatch_window` messages, highest effective priority first. Anyone may call it — the

@@ -1,4 +1,5 @@
-"""The job table and the state machine of SPEC §6-§7: every transition is one conditional write.
+"""The job table and its state machine (docs/design.md, "A job's life"): every transition
+is one conditional write.
 
 DynamoDB holds the truth. A job item is created `queued` and pending dispatch; the dispatcher
 marks it `sent` when a message is released; a claim sets owner, lease and the fencing attempt;

@@ -320,7 +320,7 @@ class JobSpec(Frozen):
 
 
 class JobStatus(Frozen):
-    """One row of `clobi status`: the fields of SPEC §3."""
+    """One row of `clobi status`."""
 
     id: str
     name: str
