@@ -160,3 +160,23 @@ def sign(
     signer_type = S3SigV4Auth if service == "s3" else SigV4Auth
     signer_type(Credentials(key, secret), service, "us-east-1").add_auth(request)
     return dict(request.headers.items())
+
+
+def key_lookup(key: str, secret: str) -> SecretLookup:
+    """The endpoint's own key, then the keys of IAM users made through it (by someone who
+    held a key already: the IAM tests run each component with its own policy's key)."""
+
+    def secret_of(access_key: str) -> Key | None:
+        if hmac.compare_digest(access_key.encode(), key.encode()):
+            return Key(secret, owner=True)
+        from moto.iam.models import iam_backends
+
+        for account in list(iam_backends.values()):
+            for backend in list(account.values()):
+                found = backend.access_keys.get(access_key)
+                # A user's active key; not a temporary one (its token is not checked here).
+                if found is not None and found.status == "Active" and found.user_name:
+                    return Key(str(found.secret_access_key), owner=False)
+        return None
+
+    return secret_of

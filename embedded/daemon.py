@@ -117,6 +117,8 @@ def resolve(endpoint_url: str | None, *, start: bool = False) -> str | None:
 
 def _taken(port: int) -> bool:
     with socket.socket() as probe:
+        # As the server binds: a port whose old connections linger (TIME_WAIT) is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import hmac
 import importlib.util
 import io
 import json
@@ -35,11 +34,11 @@ from urllib.parse import parse_qsl
 
 from embedded.auth import (
     MAX_BODY_BYTES,
-    Key,
     Refused,
     SecretLookup,
     check_body,
     check_head,
+    key_lookup,
     refusal,
 )
 from embedded.tuning import speed_up_moto
@@ -240,27 +239,7 @@ def make_app(key: str, secret: str) -> SerializedApp:
 
     speed_up_moto()
     _backend_never_waits()
-    return SerializedApp(DomainDispatcherApplication(create_backend_app), _secrets(key, secret))
-
-
-def _secrets(key: str, secret: str) -> SecretLookup:
-    """The endpoint's own key, then the keys of IAM users made through it (by someone who
-    held a key already: the IAM tests run each component with its own policy's key)."""
-
-    def secret_of(access_key: str) -> Key | None:
-        if hmac.compare_digest(access_key.encode(), key.encode()):
-            return Key(secret, owner=True)
-        from moto.iam.models import iam_backends
-
-        for account in list(iam_backends.values()):
-            for backend in list(account.values()):
-                found = backend.access_keys.get(access_key)
-                # A user's active key; not a temporary one (its token is not checked here).
-                if found is not None and found.status == "Active" and found.user_name:
-                    return Key(str(found.secret_access_key), owner=False)
-        return None
-
-    return secret_of
+    return SerializedApp(DomainDispatcherApplication(create_backend_app), key_lookup(key, secret))
 
 
 def serve(host: str, port: int, ready_file: Path | None, credentials: Path) -> None:
