@@ -21,7 +21,6 @@ from shared.jobs import SENT
 from shared.models import JobState, VmRecord, VmState
 
 log = logging.getLogger(__name__)
-REGISTER_TIMEOUT_S = 300.0  # a VM that never registers within this is marked failed
 REDISPATCH_AFTER_S = 300.0  # a sent message not claimed within this is assumed lost
 
 
@@ -44,13 +43,11 @@ class Monitor:
         self,
         pool: Pool,
         *,
-        register_timeout_s: float = REGISTER_TIMEOUT_S,
         redispatch_after_s: float = REDISPATCH_AFTER_S,
     ) -> None:
         self.pool = pool
         self.session = pool.session
         self.config = self.session.info.config
-        self.register_timeout_s = register_timeout_s
         self.redispatch_after_s = redispatch_after_s
         self.dispatcher = Dispatcher(self.session)
         self.snapshot = PoolSnapshot()
@@ -103,7 +100,7 @@ class Monitor:
                 self._vm_beats[vm.id] = (beat, now)
                 since = now
             limit = (
-                self.register_timeout_s
+                self.config.register_timeout_s
                 if vm.state is VmState.STARTING
                 else self.config.vm_timeout_s
             )

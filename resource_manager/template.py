@@ -20,6 +20,8 @@ max_attempts = 3                # a failed job is retried until it has had this 
 lease_s = 60                    # a job whose agent stops renewing for this long is retried
 heartbeat_s = 3                 # how often agents report (and see cancels and drains)
 dispatch_window = 64            # at most this many messages wait in the queues
+vm_timeout_s = 120              # a VM silent for this long is marked failed and terminated
+register_timeout_s = 300        # a VM whose agent has not registered by then: the same
 
 # A software release jobs can name with `release = "..."`; mounted read-only on the VMs.
 # [releases."1.0"]

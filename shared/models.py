@@ -171,6 +171,7 @@ class SessionConfig(Frozen):
     dispatch_window: Annotated[int, Field(ge=1, le=10000)] = 64
     starvation_s: Annotated[float, Field(ge=1)] = 300.0
     vm_timeout_s: Annotated[float, Field(ge=2)] = 120.0
+    register_timeout_s: Annotated[float, Field(ge=2)] = 300.0
     log_ship_s: Annotated[float, Field(ge=0.5)] = 15.0
     max_log_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024**2
     job_user: Annotated[str, Field(pattern=USER_PATTERN)] | None = None
