@@ -9,7 +9,7 @@ from resource_manager.drivers import CloudDriver, driver_for
 from shared import naming
 from shared.errors import ClobiError, ConfigError, DriverError
 from shared.events import SESSION_KEY
-from shared.models import Bootstrap, VmRecord, VmState
+from shared.models import Bootstrap, JobState, VmRecord, VmState
 from shared.session import Session
 
 log = logging.getLogger(__name__)
@@ -68,18 +68,39 @@ class Pool:
         return drained
 
     def kill(self, vm_ids: list[str]) -> list[str]:
-        """Hard kill: terminate now. The reaper retries their jobs."""
+        """Hard kill: terminate now and, once the cloud says they are gone, requeue their
+        jobs at once (no lease to wait out). Blocks; raises DriverError if one survives."""
         known = {vm.id: vm for vm in self.vms()}
         killed = []
         for vm_id in vm_ids:
             vm = known.get(vm_id)
             if vm is None:
                 raise ClobiError(f"no VM {vm_id} in this session")
-            self.driver(vm.cloud).terminate([vm_id])
+            self.driver(vm.cloud).terminate([vm_id])  # verified: raises if it survived
             self.session.vms.set_state(vm_id, VmState.STOPPED)
             self.session.events.append(SESSION_KEY, "vm_killed", vm=vm_id)
+            self.requeue_jobs(vm_id, f"{vm_id} was killed")
             killed.append(vm_id)
         return killed
+
+    def requeue_jobs(self, vm_id: str, why: str) -> dict[str, JobState]:
+        """Reap the jobs of a VM known to be gone: back to `queued`, or `failed` (lost_vm)
+        with no attempts left. Each reap is fenced by the attempt read here, so a job that
+        moved on meanwhile is left alone. Returns the new state of each job reaped."""
+        reaped = {}
+        for state in (JobState.RUNNING, JobState.SAVING):
+            for row in self.session.jobs.by_state(state):
+                if row.get("vm") != vm_id:
+                    continue
+                item = self.session.jobs.get(row["id"])  # the index may lag a renewal
+                if item.get("vm") != vm_id or item["state"] not in ("running", "saving"):
+                    continue
+                attempt, seq = int(item["attempt"]), int(item.get("lease_seq", 0))
+                result = self.session.jobs.reap(item["id"], attempt, seq, detail=why)
+                if result is not None:
+                    log.info("job %s: %s; now %s", item["id"], why, result)
+                    reaped[item["id"]] = result
+        return reaped
 
     def terminate_all(self) -> int:
         """Terminate every VM of every configured cloud (at session cleanup); returns how
