@@ -15,6 +15,10 @@ from shared.session import Session
 log = logging.getLogger(__name__)
 
 
+class BudgetExceeded(ConfigError):
+    """A start would raise the pool's cost rate past budget_per_hour."""
+
+
 class Pool:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -28,15 +32,25 @@ class Pool:
             )
         return self._drivers[cloud]
 
-    def start(self, cloud: str, count: int = 1) -> list[str]:
-        """Launch `count` VMs in a cloud, within its max_vms; returns their ids."""
+    def start(self, cloud: str, count: int = 1, over_budget: bool = False) -> list[str]:
+        """Launch `count` VMs in a cloud, within its max_vms and (unless `over_budget`) the
+        session's budget_per_hour; returns their ids. Raises ConfigError past a limit."""
         config = self.session.info.config.cloud(cloud)
-        live = [vm for vm in self.vms() if vm.cloud == cloud and vm.state in _LIVE]
+        vms = self.vms()
+        live = [vm for vm in vms if vm.cloud == cloud and vm.state in _LIVE]
         max_vms = self.max_vms.get(cloud, config.max_vms)
         if len(live) + count > max_vms:
             raise ConfigError(
                 f"cloud {cloud}: {len(live)} VMs live, max_vms is "
                 f"{max_vms}: cannot start {count} more"
+            )
+        budget = self.session.info.config.autoscale.budget_per_hour
+        rate, added = self.cost_rate(vms), count * config.cost_per_hour
+        if budget is not None and added > 0 and rate + added > budget + 1e-9 and not over_budget:
+            raise BudgetExceeded(
+                f"cloud {cloud}: {count} more VM(s) would raise the pool's cost rate from "
+                f"{rate:.2f}/h to {rate + added:.2f}/h, past budget_per_hour {budget:.2f}/h "
+                "(--over-budget starts them anyway)"
             )
         started = []
         for _ in range(count):
@@ -57,6 +71,13 @@ class Pool:
 
     def vms(self) -> list[VmRecord]:
         return self.session.vms.all()
+
+    def cost_rate(self, vms: list[VmRecord] | None = None) -> float:
+        """The pool's cost per hour: every VM that still runs counts (starting, running and
+        draining alike: a draining VM is billed until it stops)."""
+        costs = {c.name: c.cost_per_hour for c in self.session.info.config.clouds}
+        vms = self.vms() if vms is None else vms
+        return sum(costs.get(vm.cloud, 0.0) for vm in vms if vm.state in _LIVE)
 
     def drain(self, vm_ids: list[str]) -> list[str]:
         """Soft kill: flag the VMs; their agents finish running jobs and power off."""
