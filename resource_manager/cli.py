@@ -271,6 +271,11 @@ def _register_vm(commands: Any) -> None:
     start = sub.add_parser("start", help="start VMs in a configured cloud")
     start.add_argument("cloud", help="a cloud name from the session config")
     start.add_argument("-n", "--count", type=int, default=1, help="how many (default 1)")
+    start.add_argument(
+        "--over-budget",
+        action="store_true",
+        help="start them even past the session's budget_per_hour (default: refuse)",
+    )
     add_session(start)
     add_json(start)
     start.set_defaults(func=_vm_start)
@@ -297,7 +302,7 @@ def _pool(args: argparse.Namespace) -> Pool:
 def _vm_start(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise ClobiError("--count must be at least 1")
-    ids = _pool(args).start(args.cloud, args.count)
+    ids = _pool(args).start(args.cloud, args.count, over_budget=args.over_budget)
     if args.json:
         print_json(ids)
     else:

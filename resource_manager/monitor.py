@@ -1,9 +1,10 @@
 """The monitor and reaper loop of the Resource Manager (docs/design.md), driven by `step(now)`.
 
 Leases are judged on the monitor's own monotonic clock: a running job whose (attempt, lease_seq)
-has not changed for a full lease period is reaped, whatever the agents' clocks say. Nothing is
-kept between runs but what DynamoDB holds, so a restarted Resource Manager resumes the session
-as it is (it only waits one more lease period before judging).
+has not changed for a full lease period is reaped, whatever the agents' clocks say; a job of a
+VM the registry says is stopped or failed, and that its cloud no longer lists, is reaped at once.
+Nothing is kept between runs but what DynamoDB holds, so a restarted Resource Manager resumes the
+session as it is (it only waits one more lease period before judging the other leases).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from shared.jobs import SENT
 from shared.models import JobState, VmRecord, VmState
 
 log = logging.getLogger(__name__)
-REGISTER_TIMEOUT_S = 300.0  # a VM that never registers within this is marked failed
 
 
 @dataclass
@@ -39,18 +39,11 @@ class PoolSnapshot:
 
 
 class Monitor:
-    def __init__(
-        self,
-        pool: Pool,
-        *,
-        register_timeout_s: float = REGISTER_TIMEOUT_S,
-        redispatch_after_s: float | None = None,
-    ) -> None:
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.session = pool.session
         self.config = self.session.info.config
-        self.register_timeout_s = register_timeout_s
-        self.redispatch_after_s = redispatch_after_s or self.config.resend_s
+        self.redispatch_after_s = self.config.resend_s
         self.dispatcher = Dispatcher(self.session)
         self.snapshot = PoolSnapshot()
         self.lock = threading.Lock()
@@ -59,6 +52,7 @@ class Monitor:
         self._vm_beats: dict[str, tuple[Any, float]] = {}
         self._sent: dict[str, tuple[Any, float]] = {}
         self._running: dict[str, str] = {}
+        self._gone: dict[str, VmState] = {}  # stopped or failed, and not alive in its cloud
 
     def step(self, now: float) -> list[str]:
         """One pass: VMs, leases, lost messages, the dispatch window. Returns its decisions."""
@@ -92,9 +86,12 @@ class Monitor:
         alive = self._alive_in_clouds()
         vms = self.pool.vms()
         self._terminate_orphans(alive, {vm.id for vm in vms}, decisions)
+        self._gone = {}
         for vm in vms:
             if vm.state in (VmState.STOPPED, VmState.FAILED):
                 self._vm_beats.pop(vm.id, None)
+                if vm.cloud in alive and vm.id not in alive[vm.cloud]:
+                    self._gone[vm.id] = vm.state  # its jobs can be reaped without a lease
                 continue
             beat = (vm.state, vm.last_heartbeat_at)
             seen, since = self._vm_beats.get(vm.id, (None, now))
@@ -102,7 +99,7 @@ class Monitor:
                 self._vm_beats[vm.id] = (beat, now)
                 since = now
             limit = (
-                self.register_timeout_s
+                self.config.register_timeout_s
                 if vm.state is VmState.STARTING
                 else self.config.vm_timeout_s
             )
@@ -151,12 +148,17 @@ class Monitor:
     def _fail_vm(self, vm: VmRecord, why: str, decisions: list[str]) -> None:
         try:
             self.pool.driver(vm.cloud).terminate([vm.id])
+            terminated = True
         except Exception as err:
             log.warning("terminating %s failed: %s", vm.id, err)
+            terminated = False
         if self.session.vms.set_state(vm.id, VmState.FAILED, expect=vm.state):
             self.session.events.append(SESSION_KEY, "vm_failed", vm=vm.id, detail=why)
             decisions.append(f"{vm.id}: {why}; marked failed and terminated")
         self._vm_beats.pop(vm.id, None)
+        if terminated:  # verified gone: its jobs need not wait out their leases
+            for job_id, state in self.pool.requeue_jobs(vm.id, f"{vm.id} failed: {why}").items():
+                decisions.append(f"job {job_id}: {vm.id} failed; now {state}")
 
     # --- jobs -----------------------------------------------------------------------------
 
@@ -174,19 +176,20 @@ class Monitor:
                 live.add(job_id)
                 lease = (int(item["attempt"]), int(item.get("lease_seq", 0)))
                 seen, since = self._leases.get(job_id, (None, now))
-                if seen != lease:
+                vm_gone = self._gone.get(str(item.get("vm")))
+                if vm_gone is not None:  # e.g. a VM killed while no Resource Manager ran
+                    why = f"{item.get('vm')} is {vm_gone}"
+                elif seen != lease:
                     self._leases[job_id] = (lease, now)
                     continue
-                if now - since < self.config.lease_s:
+                elif now - since < self.config.lease_s:
                     continue
-                result = self.session.jobs.reap(
-                    job_id, lease[0], lease[1], detail=f"lease of {item.get('vm')} expired"
-                )
+                else:
+                    why = f"lease of {item.get('vm')} expired"
+                result = self.session.jobs.reap(job_id, lease[0], lease[1], detail=why)
                 self._leases.pop(job_id, None)
                 if result is not None:
-                    decisions.append(
-                        f"job {job_id}: lease of {item.get('vm')} expired; now {result}"
-                    )
+                    decisions.append(f"job {job_id}: {why}; now {result}")
         for job_id in set(self._leases) - live:
             del self._leases[job_id]
         self._running = running

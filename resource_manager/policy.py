@@ -4,8 +4,9 @@ autoscaler and the simulator (no AWS, no clock of its own: `now` is given).
 Demand is the cores of queued jobs plus those of running jobs; supply is the cores of live
 VMs (starting ones count as free). When demand exceeds supply, VMs are launched at once for
 the whole gap, cheapest cloud first (then in config order), within each cloud's max_vms, the
-launch rate, the budget and each cloud's launch back-off. A VM idle for idle_timeout_s, or
-older than max_vm_lifetime_s, is drained — never killed — and min_vms are kept.
+launch rate, the budget (every VM that still runs counts against it, draining ones too) and each
+cloud's launch back-off. A VM idle for idle_timeout_s, or older than max_vm_lifetime_s, is
+drained — never killed — and min_vms are kept.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class Policy:
         gap = pool.queued_cores - free
         decisions = []
         self._launches = [t for t in self._launches if now - t < 60.0]
-        cost = sum(self._cost(vm.cloud) for vm in live)
+        # Every VM that still runs is billed, draining ones (this step's included) too.
+        cost = sum(self._cost(vm.cloud) for vm in pool.vms)
         for cloud in self.order():
             count_live = sum(1 for vm in live if vm.cloud == cloud.name)
             want = max(0, cloud.min_vms - count_live)

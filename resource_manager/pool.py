@@ -9,10 +9,14 @@ from resource_manager.drivers import CloudDriver, driver_for
 from shared import naming
 from shared.errors import ClobiError, ConfigError, DriverError
 from shared.events import SESSION_KEY
-from shared.models import Bootstrap, VmRecord, VmState
+from shared.models import Bootstrap, JobState, VmRecord, VmState
 from shared.session import Session
 
 log = logging.getLogger(__name__)
+
+
+class BudgetExceeded(ConfigError):
+    """A start would raise the pool's cost rate past budget_per_hour."""
 
 
 class Pool:
@@ -28,15 +32,25 @@ class Pool:
             )
         return self._drivers[cloud]
 
-    def start(self, cloud: str, count: int = 1) -> list[str]:
-        """Launch `count` VMs in a cloud, within its max_vms; returns their ids."""
+    def start(self, cloud: str, count: int = 1, over_budget: bool = False) -> list[str]:
+        """Launch `count` VMs in a cloud, within its max_vms and (unless `over_budget`) the
+        session's budget_per_hour; returns their ids. Raises ConfigError past a limit."""
         config = self.session.info.config.cloud(cloud)
-        live = [vm for vm in self.vms() if vm.cloud == cloud and vm.state in _LIVE]
+        vms = self.vms()
+        live = [vm for vm in vms if vm.cloud == cloud and vm.state in _LIVE]
         max_vms = self.max_vms.get(cloud, config.max_vms)
         if len(live) + count > max_vms:
             raise ConfigError(
                 f"cloud {cloud}: {len(live)} VMs live, max_vms is "
                 f"{max_vms}: cannot start {count} more"
+            )
+        budget = self.session.info.config.autoscale.budget_per_hour
+        rate, added = self.cost_rate(vms), count * config.cost_per_hour
+        if budget is not None and added > 0 and rate + added > budget + 1e-9 and not over_budget:
+            raise BudgetExceeded(
+                f"cloud {cloud}: {count} more VM(s) would raise the pool's cost rate from "
+                f"{rate:.2f}/h to {rate + added:.2f}/h, past budget_per_hour {budget:.2f}/h "
+                "(--over-budget starts them anyway)"
             )
         started = []
         for _ in range(count):
@@ -58,6 +72,13 @@ class Pool:
     def vms(self) -> list[VmRecord]:
         return self.session.vms.all()
 
+    def cost_rate(self, vms: list[VmRecord] | None = None) -> float:
+        """The pool's cost per hour: every VM that still runs counts (starting, running and
+        draining alike: a draining VM is billed until it stops)."""
+        costs = {c.name: c.cost_per_hour for c in self.session.info.config.clouds}
+        vms = self.vms() if vms is None else vms
+        return sum(costs.get(vm.cloud, 0.0) for vm in vms if vm.state in _LIVE)
+
     def drain(self, vm_ids: list[str]) -> list[str]:
         """Soft kill: flag the VMs; their agents finish running jobs and power off."""
         drained = []
@@ -68,18 +89,39 @@ class Pool:
         return drained
 
     def kill(self, vm_ids: list[str]) -> list[str]:
-        """Hard kill: terminate now. The reaper retries their jobs."""
+        """Hard kill: terminate now and, once the cloud says they are gone, requeue their
+        jobs at once (no lease to wait out). Blocks; raises DriverError if one survives."""
         known = {vm.id: vm for vm in self.vms()}
         killed = []
         for vm_id in vm_ids:
             vm = known.get(vm_id)
             if vm is None:
                 raise ClobiError(f"no VM {vm_id} in this session")
-            self.driver(vm.cloud).terminate([vm_id])
+            self.driver(vm.cloud).terminate([vm_id])  # verified: raises if it survived
             self.session.vms.set_state(vm_id, VmState.STOPPED)
             self.session.events.append(SESSION_KEY, "vm_killed", vm=vm_id)
+            self.requeue_jobs(vm_id, f"{vm_id} was killed")
             killed.append(vm_id)
         return killed
+
+    def requeue_jobs(self, vm_id: str, why: str) -> dict[str, JobState]:
+        """Reap the jobs of a VM known to be gone: back to `queued`, or `failed` (lost_vm)
+        with no attempts left. Each reap is fenced by the attempt read here, so a job that
+        moved on meanwhile is left alone. Returns the new state of each job reaped."""
+        reaped = {}
+        for state in (JobState.RUNNING, JobState.SAVING):
+            for row in self.session.jobs.by_state(state):
+                if row.get("vm") != vm_id:
+                    continue
+                item = self.session.jobs.get(row["id"])  # the index may lag a renewal
+                if item.get("vm") != vm_id or item["state"] not in ("running", "saving"):
+                    continue
+                attempt, seq = int(item["attempt"]), int(item.get("lease_seq", 0))
+                result = self.session.jobs.reap(item["id"], attempt, seq, detail=why)
+                if result is not None:
+                    log.info("job %s: %s; now %s", item["id"], why, result)
+                    reaped[item["id"]] = result
+        return reaped
 
     def terminate_all(self) -> int:
         """Terminate every VM of every configured cloud (at session cleanup); returns how

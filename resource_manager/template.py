@@ -23,6 +23,7 @@ heartbeat_s = 3                 # how often agents report (and see cancels and d
 # dispatch_window = 64          # at most this many messages wait in the queues
 # starvation_s = 300            # a waiting job rises one priority level per this much
 # vm_timeout_s = 120            # a VM silent for this long is marked failed and terminated
+# register_timeout_s = 300      # a VM whose agent has not registered by then: the same
 # resend_s = 300                # a job message not claimed within this is sent again
 # log_ship_s = 15               # running jobs' stdout/stderr are shipped this often
 # max_log_bytes = 67108864      # stdout and stderr are cut at this size

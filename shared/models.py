@@ -174,6 +174,7 @@ class SessionConfig(Frozen):
     # A sent job message not claimed within this is taken for lost (SQS may lose one) and sent
     # again by the Resource Manager; a duplicate only loses its claim.
     resend_s: Annotated[float, Field(ge=1)] = 300.0
+    register_timeout_s: Annotated[float, Field(ge=2)] = 300.0
     log_ship_s: Annotated[float, Field(ge=0.5)] = 15.0
     max_log_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024**2
     job_user: Annotated[str, Field(pattern=USER_PATTERN)] | None = None

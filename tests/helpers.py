@@ -87,3 +87,31 @@ def stop_process(proc: subprocess.Popen[str], timeout: float = 15.0) -> tuple[st
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.communicate()
+
+
+class TmuxConsole:
+    """`clobi rm` (the console) in a detached tmux terminal: type into it, read its screen."""
+
+    def __init__(self, session_id: str, width: int = 100, height: int = 30) -> None:
+        self.name = f"clobi-{os.getpid()}-{time.monotonic_ns()}"
+        command = f"{sys.executable} -m clobi rm --interval 0.5 --session {session_id}"
+        size = ["-x", str(width), "-y", str(height)]
+        home = f"CLOBI_HOME={os.environ['CLOBI_HOME']}"
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", self.name, *size, "-e", home, command], check=True
+        )
+        wait_until(lambda: "clobi rm  session" in self.screen(), timeout=20, what="the console")
+
+    def screen(self) -> str:
+        return subprocess.run(
+            ["tmux", "capture-pane", "-t", self.name, "-p"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+
+    def type(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True, check=False)

@@ -284,7 +284,8 @@ class Console:
     def _execute(self, command: Command) -> str:
         pool = self.pool
         if isinstance(command, Start):
-            return f"started {', '.join(pool.start(command.cloud, command.count))}"
+            started = pool.start(command.cloud, command.count, over_budget=command.over_budget)
+            return f"started {', '.join(started)}"
         if isinstance(command, Drain):
             drained = pool.drain(list(command.vms))
             return f"draining {', '.join(drained) or 'nothing (not live)'}"

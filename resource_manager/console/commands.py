@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 HELP = """\
 start CLOUD [N]     start N VMs (default 1) in a cloud          key: s
+start CLOUD N over-budget   the same, past budget_per_hour
 drain VM...         soft kill: finish jobs, then power off      key: d
 kill VM...          hard kill (asks first); jobs are retried    key: k
 autoscale on|off    switch the autoscaler                       key: a
@@ -19,6 +20,7 @@ quit                leave the console; the session keeps running key: q"""
 class Start:
     cloud: str
     count: int = 1
+    over_budget: bool = False  # start even past budget_per_hour
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Quit:
 
 
 Command = Start | Drain | Kill | Autoscale | SetMax | Cancel | Help | Quit
+OVER_BUDGET = ("over-budget", "--over-budget")  # the explicit form of a start past the budget
 VERBS = ("start", "drain", "kill", "autoscale", "max", "cancel", "help", "quit")
 
 
@@ -75,9 +78,11 @@ def parse(text: str) -> Command:
     if verb in ("quit", "exit", "q"):
         return Quit()
     if verb == "start":
-        if len(args) not in (1, 2):
-            raise ParseError("usage: start CLOUD [N]")
-        return Start(args[0], _count(args[1]) if len(args) == 2 else 1)
+        over = [a for a in args if a.lower() in OVER_BUDGET]
+        args = [a for a in args if a.lower() not in OVER_BUDGET]
+        if len(args) not in (1, 2) or len(over) > 1:
+            raise ParseError("usage: start CLOUD [N] [over-budget]")
+        return Start(args[0], _count(args[1]) if len(args) == 2 else 1, bool(over))
     if verb in ("drain", "kill", "cancel"):
         if not args:
             raise ParseError(f"usage: {verb} {'JOB' if verb == 'cancel' else 'VM'}...")

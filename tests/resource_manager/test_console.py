@@ -40,6 +40,7 @@ from tests.helpers import requires_tool, wait_until
     [
         ("start local", Start("local", 1)),
         ("start aws 5", Start("aws", 5)),
+        ("start aws 5 over-budget", Start("aws", 5, over_budget=True)),
         ("drain vm-a vm-b", Drain(("vm-a", "vm-b"))),
         ("kill vm-a", Kill(("vm-a",))),
         ("autoscale on", Autoscale(True)),

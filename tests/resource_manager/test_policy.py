@@ -102,3 +102,18 @@ def test_the_simulator_is_deterministic_and_reports_every_figure(tmp_path: Path)
     fixed = simulate(config, jobs, "fixed")
     assert fixed["cost"] > first["cost"], "a fixed pool of max_vms costs more"
     assert fixed["idle_vm_hours"] > first["idle_vm_hours"]
+
+
+DEAR = Ec2Cloud(name="dear", driver="ec2", ami="ami-1", max_vms=10, cost_per_hour=1.0)
+
+
+def test_the_budget_counts_draining_vms_and_those_drained_in_the_same_step() -> None:
+    config = AutoscaleConfig(enabled=True, budget_per_hour=2.0, max_vm_lifetime_s=3600)
+    policy = Policy(config, (DEAR,))
+    old = (VmView("a", "dear", 2, 2, False, 0.0), VmView("b", "dear", 2, 2, False, 0.0))
+    decisions = policy.decide(3600.0, PoolView(old, queued_cores=8))
+    assert [(d.action, d.vm) for d in decisions] == [("drain", "a"), ("drain", "b")]
+    draining = tuple(VmView(v.id, "dear", 2, 2, False, 0.0, draining=True) for v in old)
+    assert policy.decide(3700.0, PoolView(draining, queued_cores=8)) == []
+    one_left = PoolView(draining[:1], queued_cores=8)
+    assert [(d.action, d.count) for d in policy.decide(3800.0, one_left)] == [("launch", 1)]

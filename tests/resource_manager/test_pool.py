@@ -11,7 +11,7 @@ from jobmgmt.client import JobClient
 from resource_manager.pool import Pool
 from shared.models import JobState, VmState
 from shared.session import Session
-from tests.helpers import stop_process, wait_until
+from tests.helpers import cli, stop_process, wait_until
 
 
 def script(tmp_path: Path, body: str, name: str = "job.sh") -> str:
@@ -105,3 +105,36 @@ def test_restarting_the_resource_manager_loses_and_duplicates_nothing(
     events = client.events(ids)
     assert sum(e.kind == "succeeded" for e in events) == 30
     assert sum(e.kind == "started" for e in events) == 30
+
+
+def test_vm_kill_requeues_its_running_job_at_once_without_a_resource_manager(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session(lease_s=600, heartbeat_s=0.5)  # a lease nobody would wait out
+    pool = Pool(session)
+    client = JobClient(session)
+    (first,) = pool.start("local", 1)
+    job = client.submit(JobSpec(script=script(tmp_path, "sleep 1000\n")))[0]
+    wait_until(lambda: running_on(client, job) == first, timeout=30, what="the job to start")
+    result = cli("vm", "kill", first, "--session", session.id)
+    assert result.code == 0, result.err
+    row = client.status([job])[0]
+    assert (row.state, row.attempt, row.reason) == (JobState.QUEUED, 1, "lost_vm")
+    assert [e.kind for e in client.events([job])][-1] == "lost"
+    (second,) = pool.start("local", 1)
+    wait_until(lambda: running_on(client, job) == second, timeout=30, what="the retry to start")
+    assert client.status([job])[0].attempt == 2
+
+
+def test_vm_kill_fails_a_job_out_of_attempts_with_lost_vm(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session(lease_s=600, max_attempts=1)
+    pool = Pool(session)
+    client = JobClient(session)
+    (vm,) = pool.start("local", 1)
+    job = client.submit(JobSpec(script=script(tmp_path, "sleep 1000\n")))[0]
+    wait_until(lambda: running_on(client, job) == vm, timeout=30, what="the job to start")
+    assert pool.kill([vm]) == [vm]
+    row = client.status([job])[0]
+    assert (row.state, row.reason) == (JobState.FAILED, "lost_vm")
