@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,35 +18,27 @@ from typing import Any
 from shared.aws import Aws, from_item, to_item, to_value, translated
 from shared.errors import BatchTaken, ConditionFailed, InvalidJob, JobNotFound
 from shared.events import EventLog
-from shared.models import JobState, JobStatus, JobTask, Reason
-from shared.timeutil import iso, parse_iso, utcnow
-
-STATE_INDEX = "by_state"
-# What the indexes carry besides their keys: the status row, and what dispatch needs.
-STATUS_FIELDS = (
-    "name",
-    "priority",
-    "attempt",
-    "max_attempts",
-    "exit_code",
-    "reason",
-    "vm",
-    "submitted_at",
-    "started_at",
-    "finished_at",
-    "cancel_requested",
-    "result_key",
-    "lease_seq",
-    "cores",
+from shared.jobindex import (  # noqa: F401 (the table's index names, for session create)
+    DISPATCH_FIELDS,
+    DISPATCH_INDEX,
+    STATE_INDEX,
+    STATUS_FIELDS,
+    JobQueries,
+    _names,
+    status_of,
 )
-DISPATCH_FIELDS = ("priority", "attempt", "submitted_at", "cores", "dispatched_at")
-DISPATCH_INDEX = "by_dispatch"
-SENT = "sent"
+from shared.models import JobState, JobTask
+from shared.timeutil import iso, utcnow
+from shared.transitions import (
+    SENT,
+    Outcome,
+    after_attempt,
+    after_reap,
+    cancelled_while_queued,
+    pending_key,
+)
+
 _OWNED = "#st IN (:running, :saving) AND attempt = :att AND vm = :vm"
-
-
-def pending_key(priority: int) -> str:
-    return f"pending#{priority}"
 
 
 @dataclass(frozen=True)
@@ -62,20 +54,6 @@ class NewJob:
     submission: str | None = None  # digest of the whole submission it belongs to
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How an attempt ended, as the agent saw it."""
-
-    state: JobState  # SUCCEEDED, FAILED or CANCELLED
-    exit_code: int | None
-    reason: Reason | None
-    result_key: str | None
-
-
-def _names() -> dict[str, str]:
-    return {"#st": "state"}
-
-
 def _owned_values(attempt: int, vm: str) -> dict[str, Any]:
     return {
         ":running": to_value("running"),
@@ -85,12 +63,11 @@ def _owned_values(attempt: int, vm: str) -> dict[str, Any]:
     }
 
 
-class JobTable:
+class JobTable(JobQueries):
     """Conditional operations on one session's job table. Each method is one logical transition."""
 
     def __init__(self, aws: Aws, table: str, events: EventLog) -> None:
-        self._aws = aws
-        self.table = table
+        super().__init__(aws, table)
         self.events = events
 
     # --- creation and reads -----------------------------------------------------------------
@@ -178,94 +155,6 @@ class JobTable:
                 "submission": job.submission,
             }
         )
-
-    def get(self, job_id: str) -> dict[str, Any]:
-        with translated("read job"):
-            out = self._aws.ddb.get_item(
-                TableName=self.table, Key={"id": to_value(job_id)}, ConsistentRead=True
-            )
-        if "Item" not in out:
-            raise JobNotFound(f"no job {job_id}")
-        return from_item(out["Item"])
-
-    def get_many(self, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Items by id (BatchGetItem, 100 a request); unknown ids are left out."""
-        ids = list(dict.fromkeys(job_ids))
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), 100):
-            keys = [{"id": to_value(i)} for i in ids[start : start + 100]]
-            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                with translated("read jobs"):
-                    out = self._aws.ddb.batch_get_item(RequestItems=request)
-                for item in out.get("Responses", {}).get(self.table, []):
-                    job = from_item(item)
-                    found[job["id"]] = job
-                request = out.get("UnprocessedKeys") or {}
-        return found
-
-    def by_state(self, state: JobState) -> Iterator[dict[str, Any]]:
-        """Every job in a state, through the state index (a query, never a scan)."""
-        yield from self._query(STATE_INDEX, "#st = :s", {":s": to_value(str(state))}, _names())
-
-    def by_dispatch(self, key: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """Queued jobs pending dispatch at one priority (oldest first), or those `sent`."""
-        yield from self._query(DISPATCH_INDEX, "dq = :d", {":d": to_value(key)}, None, limit)
-
-    def count_sent(self) -> int:
-        """Jobs whose message is out in the queues (the dispatch window's fill)."""
-        return self._count(DISPATCH_INDEX, "dq = :d", {":d": to_value(SENT)}, None)
-
-    def count_state(self, state: JobState) -> int:
-        """How many jobs are in a state (a counting query on the state index)."""
-        return self._count(STATE_INDEX, "#st = :s", {":s": to_value(str(state))}, _names())
-
-    def _count(
-        self, index: str, condition: str, values: dict[str, Any], names: dict[str, str] | None
-    ) -> int:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": index,
-            "Select": "COUNT",
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-        }
-        if names:
-            kwargs["ExpressionAttributeNames"] = names
-        total = 0
-        while True:
-            with translated("count jobs"):
-                page = self._aws.ddb.query(**kwargs)
-            total += int(page.get("Count", 0))
-            if "LastEvaluatedKey" not in page:
-                return total
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-    def _query(
-        self,
-        index: str,
-        condition: str,
-        values: dict[str, Any],
-        names: dict[str, str] | None,
-        limit: int | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": index,
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-        }
-        if names:
-            kwargs["ExpressionAttributeNames"] = names
-        if limit:
-            kwargs["Limit"] = limit
-        while True:
-            with translated("query jobs"):
-                page = self._aws.ddb.query(**kwargs)
-            yield from (from_item(item) for item in page.get("Items", []))
-            if "LastEvaluatedKey" not in page or limit:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # --- dispatch -----------------------------------------------------------------------------
 
@@ -391,7 +280,7 @@ class JobTable:
         event = self.events.item(
             job_id, "failed", attempt=attempt, vm=vm, detail=f"invalid: {detail}"[:500]
         )
-        fields = {"state": "failed", "reason": str(Reason.INVALID), "finished_at": iso(utcnow())}
+        fields = {"state": "failed", "reason": "invalid", "finished_at": iso(utcnow())}
         return self._transition(job_id, fields, _OWNED, _owned_values(attempt, vm), [event])
 
     def started_event(self, task: JobTask, vm: str) -> dict[str, Any]:
@@ -430,52 +319,26 @@ class JobTable:
         """Record how an attempt ended, once, as its owner, with its event (and any held
         back) in the same transaction. A failure with attempts left goes back to `queued`.
         Returns the state written, or None if the attempt was superseded."""
-        retry = (
-            outcome.state is JobState.FAILED
-            and task.attempt < task.max_attempts
-            and outcome.reason is not Reason.CANCELLED
-        )
-        fields: dict[str, Any] = {
-            "exit_code": outcome.exit_code,
-            "reason": str(outcome.reason) if outcome.reason else None,
-        }
-        if retry:
-            state = JobState.QUEUED
-            fields |= {
-                "state": "queued",
-                "dq": pending_key(task.priority),
-                "vm": None,
-                "started_at": None,
-            }
-        else:
-            state = outcome.state
-            fields |= {
-                "state": str(state),
-                "finished_at": iso(utcnow()),
-                "result_key": outcome.result_key,
-            }
+        step = after_attempt(task, outcome, iso(utcnow()))
         event = self.events.item(
-            task.id,
-            "retry" if retry else str(state),
-            attempt=task.attempt,
-            vm=vm,
-            detail=_detail(outcome.reason, outcome.exit_code),
+            task.id, step.event, attempt=task.attempt, vm=vm, detail=step.detail
         )
         ok = self._transition(
-            task.id, fields, _OWNED, _owned_values(task.attempt, vm), [*events, event]
+            task.id, step.fields, _OWNED, _owned_values(task.attempt, vm), [*events, event]
         )
-        return state if ok else None
+        return step.state if ok else None
 
     # --- cancel and the reaper ----------------------------------------------------------------
 
     def cancel(self, job_id: str) -> JobState | None:
         """Cancel a queued job now, or flag a running one for its agent. None if already over."""
+        step = cancelled_while_queued(iso(utcnow()))
         if self._transition(
             job_id,
-            {"state": "cancelled", "reason": "cancelled", "finished_at": iso(utcnow()), "dq": None},
+            step.fields,
             "#st = :queued",
             {":queued": to_value("queued")},
-            [self.events.item(job_id, "cancelled", detail="while queued")],
+            [self.events.item(job_id, step.event, detail=step.detail)],
         ):
             return JobState.CANCELLED
         if self._transition(
@@ -493,26 +356,7 @@ class JobTable:
         item = self.get(job_id)
         if int(item["attempt"]) != attempt or int(item.get("lease_seq", 0)) != lease_seq:
             return None
-        now = iso(utcnow())
-        if item.get("cancel_requested"):
-            state = JobState.CANCELLED
-            fields: dict[str, Any] = {
-                "state": "cancelled",
-                "reason": "cancelled",
-                "finished_at": now,
-            }
-        elif attempt < int(item["max_attempts"]):
-            state = JobState.QUEUED
-            fields = {
-                "state": "queued",
-                "reason": "lost_vm",
-                "vm": None,
-                "started_at": None,
-                "dq": pending_key(int(item["priority"])),
-            }
-        else:
-            state = JobState.FAILED
-            fields = {"state": "failed", "reason": "lost_vm", "finished_at": now}
+        step = after_reap(item, iso(utcnow()))
         condition = "#st IN (:running, :saving) AND attempt = :att AND lease_seq = :seq"
         values = {
             ":running": to_value("running"),
@@ -520,9 +364,11 @@ class JobTable:
             ":att": to_value(attempt),
             ":seq": to_value(lease_seq),
         }
-        kind = "cancelled" if state is JobState.CANCELLED else "lost"
-        event = self.events.item(job_id, kind, attempt=attempt, vm=item.get("vm"), detail=detail)
-        return state if self._transition(job_id, fields, condition, values, [event]) else None
+        event = self.events.item(
+            job_id, step.event, attempt=attempt, vm=item.get("vm"), detail=detail
+        )
+        written = self._transition(job_id, step.fields, condition, values, [event])
+        return step.state if written else None
 
     def _transition(
         self,
@@ -578,32 +424,3 @@ class JobTable:
         except ConditionFailed:
             return False
         return True
-
-
-def _detail(reason: Reason | None, exit_code: int | None) -> str | None:
-    if reason is None and exit_code is None:
-        return None
-    parts = [str(reason)] if reason else []
-    if exit_code is not None:
-        parts.append(f"exit code {exit_code}")
-    return ", ".join(parts)
-
-
-def status_of(item: dict[str, Any]) -> JobStatus:
-    """The public status row of a job item."""
-    return JobStatus(
-        id=item["id"],
-        name=item.get("name", ""),
-        state=JobState(item["state"]),
-        priority=int(item["priority"]),
-        attempt=int(item.get("attempt", 0)),
-        exit_code=item.get("exit_code"),
-        reason=item.get("reason"),
-        vm=item.get("vm"),
-        submitted_at=parse_iso(item.get("submitted_at")),
-        started_at=parse_iso(item.get("started_at")),
-        finished_at=parse_iso(item.get("finished_at")),
-        cancel_requested=bool(item.get("cancel_requested", False)),
-        max_attempts=int(item.get("max_attempts", 1)),
-        result_key=item.get("result_key"),
-    )
