@@ -42,8 +42,15 @@ class CappedStream:
             self._keep(data)
 
     def _keep(self, data: bytes) -> None:
+        try:
+            self._write(data)
+        except OSError:  # a full disk, say: drop the rest (the job must not block on it)
+            self.cut, self._cap = True, self._kept
+
+    def _write(self, data: bytes) -> None:
         if self._cap is None:
             self._out.write(data)
+            self._kept += len(data)
             return
         room = self._cap - self._kept
         if room > 0:
@@ -58,4 +65,5 @@ class CappedStream:
             self.closed = True
             with contextlib.suppress(OSError):
                 os.close(self.fd)
-            self._out.close()
+            with contextlib.suppress(OSError):  # what a full disk kept from being flushed
+                self._out.close()

@@ -85,7 +85,10 @@ def test_jobs_run_on_local_vms_and_results_come_back(
         stdout = (out / job_id / "stdout").read_text()
         assert stdout == f"env {job_id} 1 1 {session.id}\n"
         assert (out / job_id / "stderr").read_text() == "err\n"
-    assert (out / bad_id / "stdout").read_text() == "failing\n"
+    assert not (out / bad_id).exists() and "1 failed" in fetched.err  # succeeded ones only
+    unsuccessful = cli("fetch", "-o", str(out), "--unsuccessful", "--session", session.id)
+    assert unsuccessful.code == 0, unsuccessful.err
+    assert (out / "failed" / bad_id / "stdout").read_text() == "failing\n"
 
     waited = cli("wait", "--session", session.id)
     assert waited.code == 1 and "1 failed" in waited.out
