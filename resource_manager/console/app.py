@@ -8,6 +8,8 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import urwid
@@ -247,9 +249,11 @@ class Console:
                 decisions += self.autoscaler.step(time.time())
                 counts = {str(s): self.pool.session.jobs.count_state(s) for s in JobState}
                 enabled = autoscale_enabled(self.pool)
+                # Every state counted here replaces the monitor's own count (adding them
+                # doubled running and saving).
+                snapshot = replace(self.monitor.snapshot, jobs=Counter(counts))
                 with self.state.lock:
-                    self.state.snapshot = self.monitor.snapshot
-                    self.state.snapshot.jobs.update(counts)
+                    self.state.snapshot = snapshot
                     self.state.autoscale = enabled
                 for line in decisions:
                     self.state.add_log(line)
