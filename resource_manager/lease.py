@@ -33,7 +33,7 @@ class RmLease:
         current = self.vms.read_lease(NAME)
         if current is None:
             written = self.vms.write_lease(NAME, self.holder, 1, None)
-        elif current[0] == self.holder:
+        elif current[0] in (self.holder, ""):  # ours, or given up by a clean stop
             written = self.vms.write_lease(NAME, self.holder, current[1] + 1, current)
         else:
             if self._seen is None or self._seen[0] != current:

@@ -199,14 +199,16 @@ class VmTable:
         return True
 
     def release_lease(self, name: str, holder: str) -> None:
-        """Give a lease up, if `holder` still holds it."""
+        """Give a lease up, if `holder` still holds it: it is left with no holder (an
+        update, not a delete: the Resource Manager's role may not delete items)."""
         try:
             with translated(f"release lease {name}"):
-                self._aws.ddb.delete_item(
+                self._aws.ddb.update_item(
                     TableName=self.table,
                     Key={"id": to_value(f"@{name}")},
+                    UpdateExpression="SET holder = :none",
                     ConditionExpression="holder = :h",
-                    ExpressionAttributeValues={":h": to_value(holder)},
+                    ExpressionAttributeValues={":h": to_value(holder), ":none": to_value("")},
                 )
         except ConditionFailed:
             pass
