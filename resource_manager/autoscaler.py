@@ -8,6 +8,7 @@ failing cloud off so the others take the load, and records every decision as an 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from resource_manager.monitor import Monitor
 from resource_manager.policy import Decision, Policy, PoolView, VmView
@@ -100,16 +101,20 @@ class Autoscaler:
                     vm.state is VmState.DRAINING or vm.drain,
                 )
             )
-        return PoolView(tuple(vms), self._queued_cores())
+        total, sizes = self._queued()
+        return PoolView(tuple(vms), total, tuple(sorted(sizes.items())))
 
-    def _queued_cores(self) -> int:
-        """Cores of queued jobs, counted only as far as the clouds could ever run."""
+    def _queued(self) -> tuple[int, Counter[int]]:
+        """Cores of queued jobs, and how many jobs ask for each number of cores; counted
+        only as far as the clouds could ever run."""
         ceiling = sum(c.max_vms * c.cores_per_vm for c in self.config.clouds)
-        total = 0
+        total, sizes = 0, Counter[int]()
         keys = [pending_key(p) for p in range(1, self.config.priorities + 1)] + [SENT]
         for key in keys:
             for item in self.pool.session.jobs.by_dispatch(key):
-                total += int(item.get("cores", 1))
+                cores = int(item.get("cores", 1))
+                total += cores
+                sizes[cores] += 1
                 if total > ceiling:
-                    return total
-        return total
+                    return total, sizes
+        return total, sizes

@@ -9,6 +9,7 @@ import threading
 import time
 
 from resource_manager.autoscaler import Autoscaler
+from resource_manager.lease import RmLease, lease_line
 from resource_manager.monitor import Monitor
 from resource_manager.pool import Pool
 from shared.errors import AwsError, SessionNotFound
@@ -35,11 +36,18 @@ def run_headless(pool: Pool, interval_s: float | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     log.info("resource manager on session %s: a step every %.1f s", pool.session.id, interval)
+    lease = RmLease(pool.session.vms, pool.session.info.config.lease_s)
+    active: bool | None = None
     while not stop.is_set():
         began = time.monotonic()
         try:
-            monitor.step(began)
-            autoscaler.step(time.time())
+            holder = lease.hold(began)
+            if (holder is None) is not active:
+                active = holder is None
+                log.info("%s", lease_line(pool.session.id, holder))
+            if active:
+                monitor.step(began)
+                autoscaler.step(time.time())
         except AwsError as err:
             if pool.session.gone(err):
                 raise SessionNotFound(
@@ -50,5 +58,10 @@ def run_headless(pool: Pool, interval_s: float | None = None) -> int:
         except Exception:  # the loop outlives any single failure
             log.exception("resource manager step failed")
         stop.wait(max(0.0, interval - (time.monotonic() - began)))
+    if active:
+        try:
+            lease.release()
+        except AwsError as err:
+            log.warning("could not release the lease: %s", err)
     log.info("resource manager stopped; the session and its VMs keep running")
     return 0

@@ -19,7 +19,7 @@ from resource_manager.pool import Pool
 from shared.dispatch import Dispatcher
 from shared.events import SESSION_KEY
 from shared.jobs import SENT
-from shared.models import JobState, VmRecord, VmState
+from shared.models import JobState, Reason, VmRecord, VmState
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,14 @@ class Monitor:
         self._sent: dict[str, tuple[Any, float]] = {}
         self._running: dict[str, str] = {}
         self._gone: dict[str, VmState] = {}  # stopped or failed, and not alive in its cloud
+        self._started = False
 
     def step(self, now: float) -> list[str]:
         """One pass: VMs, leases, lost messages, the dispatch window. Returns its decisions."""
         decisions: list[str] = []
+        if not self._started:
+            self._refuse_too_big(decisions)
+            self._started = True
         vms = self._check_vms(now, decisions)
         counts, busy = self._reap(now, decisions)
         self._redispatch(now, decisions)
@@ -194,6 +198,18 @@ class Monitor:
             del self._leases[job_id]
         self._running = running
         return counts, busy
+
+    def _refuse_too_big(self, decisions: list[str]) -> None:
+        """Fail the queued jobs no VM of the configured clouds can hold. A submit refuses
+        them, so they are there only if the clouds changed since: checked once, at start."""
+        largest = max((c.cores_per_vm for c in self.config.clouds), default=0)
+        for item in self.session.jobs.by_state(JobState.QUEUED):
+            cores = int(item.get("cores", 1))
+            if cores <= largest:
+                continue
+            why = f"{cores} cores asked, but the largest VM of the session's clouds has {largest}"
+            if self.session.jobs.refuse(item["id"], Reason.TOO_BIG, why):
+                decisions.append(f"job {item['id']}: failed, {why}")
 
     def _redispatch(self, now: float, decisions: list[str]) -> None:
         current: set[str] = set()

@@ -1,17 +1,17 @@
 """The autoscaling policy: pure decisions from a view of the pool, shared by the live
 autoscaler and the simulator (no AWS, no clock of its own: `now` is given).
 
-Demand is the cores of queued jobs plus those of running jobs; supply is the cores of live
-VMs (starting ones count as free). When demand exceeds supply, VMs are launched at once for
-the whole gap, cheapest cloud first (then in config order), within each cloud's max_vms, the
+Demand is the queued jobs, each with its cores; supply is the free cores of live VMs (starting
+ones count as free). The jobs are packed onto VMs that can hold them, and what is left onto VMs
+launched at once, each job in the cheapest cloud (then in config order) whose VMs hold it,
+never a VM that holds none of them, within each cloud's max_vms, the
 launch rate, the budget (every VM that still runs counts against it, draining ones too) and each
-cloud's launch back-off. A VM idle for idle_timeout_s, or older than max_vm_lifetime_s, is
-drained — never killed — and min_vms are kept.
+cloud's launch back-off. A VM idle for idle_timeout_s (while no waiting job fits it), or older
+than max_vm_lifetime_s, is drained — never killed — and min_vms are kept.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from shared.models import AutoscaleConfig, Ec2Cloud, LocalCloud
@@ -34,6 +34,14 @@ class VmView:
 class PoolView:
     vms: tuple[VmView, ...]
     queued_cores: int
+    # How many queued jobs ask for each number of cores, as (cores, count) pairs; when left
+    # empty, the queued cores are taken for one-core jobs.
+    queued_jobs: tuple[tuple[int, int], ...] = ()
+
+    def waiting(self) -> list[tuple[int, int]]:
+        """(cores, count) of the queued jobs, the largest first."""
+        sizes = self.queued_jobs or ((1, self.queued_cores),)
+        return sorted(((c, n) for c, n in sizes if n > 0), reverse=True)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class Policy:
     _launches: list[float] = field(default_factory=list)  # launch times in the last minute
     _backoff_until: dict[str, float] = field(default_factory=dict)
     _backoff_s: dict[str, float] = field(default_factory=dict)
+    _planned_cost: float = 0.0  # within one decision: the cost rate with the VMs planned so far
 
     def order(self) -> list[LocalCloud | Ec2Cloud]:
         """Cheapest first; ties keep the config order."""
@@ -74,34 +83,74 @@ class Policy:
     # --- up ---------------------------------------------------------------------------
 
     def _scale_up(self, now: float, pool: PoolView, live: list[VmView]) -> list[Decision]:
-        free = sum(vm.cores - vm.busy_cores for vm in live)
-        gap = pool.queued_cores - free
-        decisions = []
+        """Pack the queued jobs onto the free cores of live VMs, then onto VMs to launch: each
+        job in the cheapest cloud whose VMs can hold it and that has room left."""
         self._launches = [t for t in self._launches if now - t < 60.0]
         # Every VM that still runs is billed, draining ones (this step's included) too.
-        cost = sum(self._cost(vm.cloud) for vm in pool.vms)
+        self._planned_cost = sum(self._cost(vm.cloud) for vm in pool.vms)
+        free_cores = sum(vm.cores - vm.busy_cores for vm in live)
+        bins = [vm.cores - vm.busy_cores for vm in live]
+        waiting = [(cores, _fill(bins, cores, count)) for cores, count in pool.waiting()]
+        plan: dict[str, list[int]] = {c.name: [] for c in self.clouds}  # free cores per new VM
         for cloud in self.order():
             count_live = sum(1 for vm in live if vm.cloud == cloud.name)
-            want = max(0, cloud.min_vms - count_live)
-            reason = f"keep min_vms={cloud.min_vms}"
-            if gap > 0:
-                by_demand = math.ceil(gap / cloud.cores_per_vm)
-                if by_demand > want:
-                    want, reason = by_demand, f"{pool.queued_cores} queued cores, {free} free"
-            room = min(
-                cloud.max_vms - count_live, self.config.max_launches_per_min - len(self._launches)
-            )
-            if self.config.budget_per_hour is not None and cloud.cost_per_hour > 0:
-                affordable = int((self.config.budget_per_hour - cost) // cloud.cost_per_hour)
-                room = min(room, max(0, affordable))
-            count = min(want, room)
-            if count <= 0 or self._backoff_until.get(cloud.name, 0.0) > now:
+            for _ in range(cloud.min_vms - count_live):
+                if not self._open(now, cloud, live, plan):
+                    break
+        kept = {name: len(new) for name, new in plan.items()}
+        for cores, count in waiting:
+            self._place(now, cores, count, live, plan)
+        decisions = []
+        for cloud in self.order():
+            new = plan[cloud.name]
+            if not new:
                 continue
-            decisions.append(Decision("launch", cloud.name, reason, count=count))
-            self._launches += [now] * count
-            cost += count * cloud.cost_per_hour
-            gap -= count * cloud.cores_per_vm
+            for_jobs = len(new) > kept[cloud.name] or any(f < cloud.cores_per_vm for f in new)
+            reason = (
+                f"{pool.queued_cores} queued cores, {free_cores} free"
+                if for_jobs
+                else f"keep min_vms={cloud.min_vms}"
+            )
+            decisions.append(Decision("launch", cloud.name, reason, count=len(new)))
         return decisions
+
+    def _place(
+        self, now: float, cores: int, count: int, live: list[VmView], plan: dict[str, list[int]]
+    ) -> None:
+        """Place `count` jobs of `cores` on the VMs planned so far, then on new ones."""
+        for new in plan.values():
+            count = _fill(new, cores, count)
+        while count > 0:
+            fits = [c for c in self.order() if c.cores_per_vm >= cores]
+            cloud = next((c for c in fits if self._open(now, c, live, plan)), None)
+            if cloud is None:
+                return  # no cloud can hold them, or none has room left: they wait
+            count = _fill(plan[cloud.name], cores, count)
+
+    def _open(
+        self,
+        now: float,
+        cloud: LocalCloud | Ec2Cloud,
+        live: list[VmView],
+        plan: dict[str, list[int]],
+    ) -> bool:
+        """Plan one more VM in a cloud if its back-off, max_vms, the launch rate and the
+        budget allow it; returns whether it did."""
+        if self._backoff_until.get(cloud.name, 0.0) > now:
+            return False
+        count_live = sum(1 for vm in live if vm.cloud == cloud.name)
+        if count_live + len(plan[cloud.name]) >= cloud.max_vms:
+            return False
+        if len(self._launches) >= self.config.max_launches_per_min:
+            return False
+        budget = self.config.budget_per_hour
+        over = budget is not None and self._planned_cost + cloud.cost_per_hour > budget + 1e-9
+        if over and cloud.cost_per_hour > 0:
+            return False
+        plan[cloud.name].append(cloud.cores_per_vm)
+        self._launches.append(now)
+        self._planned_cost += cloud.cost_per_hour
+        return True
 
     def launch_failed(self, cloud: str, now: float) -> float:
         """Back a cloud off (doubling, up to 15 minutes); returns the back-off in seconds."""
@@ -125,6 +174,7 @@ class Policy:
         decisions = []
         remaining = {c.name: sum(1 for vm in live if vm.cloud == c.name) for c in self.clouds}
         minimum = {c.name: c.min_vms for c in self.clouds}
+        waiting = pool.waiting() if pool.queued_cores else []
         for vm in sorted(live, key=lambda v: -self._cost(v.cloud)):  # dearest first
             if vm.starting:
                 continue
@@ -143,7 +193,7 @@ class Policy:
             if (
                 vm.busy_cores == 0
                 and idle_s >= self.config.idle_timeout_s
-                and pool.queued_cores == 0
+                and not any(cores <= vm.cores for cores, _ in waiting)  # none it could hold
                 and remaining.get(vm.cloud, 0) > minimum.get(vm.cloud, 0)
             ):
                 decisions.append(Decision("drain", vm.cloud, f"idle for {idle_s:.0f} s", vm=vm.id))
@@ -158,3 +208,15 @@ class Policy:
             if c.name == cloud:
                 return c.cost_per_hour
         return 0.0
+
+
+def _fill(bins: list[int], cores: int, count: int) -> int:
+    """Place up to `count` jobs of `cores` onto bins of free cores, first fit (the bins are
+    updated); returns how many did not fit."""
+    for index, free in enumerate(bins):
+        if count <= 0:
+            break
+        placed = min(count, free // cores)
+        bins[index] -= placed * cores
+        count -= placed
+    return count

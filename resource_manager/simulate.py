@@ -2,7 +2,8 @@
 
 The same `Policy` as the live autoscaler decides every `autoscale.step_s` simulated seconds;
 VMs boot in their cloud's `boot_s`; queued jobs start on free slots, highest priority first,
-then in arrival order. Deterministic: the same trace and config give the same report.
+then in arrival order (a job no ready VM can hold blocks no other); a job no cloud can hold is
+refused, as a submit refuses it. Deterministic: the same trace and config give the same report.
 Two naive baselines run on the same machinery: a fixed pool of max_vms, and one VM per job.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import csv
 import heapq
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,13 +90,15 @@ class Simulation:
     policy: Deciding
     vms: dict[str, _Vm] = field(default_factory=dict)
     live: dict[str, _Vm] = field(default_factory=dict)  # not stopped yet
-    queue: dict[int, deque[int]] = field(default_factory=dict)
+    queue: dict[int, dict[int, deque[int]]] = field(default_factory=dict)  # priority, cores
+    refused: list[int] = field(default_factory=list)  # jobs no cloud can hold
     started: dict[int, float] = field(default_factory=dict)
     finished: dict[int, float] = field(default_factory=dict)
     _events: list[tuple[float, int, str, Any]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     _names: itertools.count[int] = field(default_factory=itertools.count)
     _queued_cores: int = 0
+    _queued_sizes: Counter[int] = field(default_factory=Counter)
 
     def push(self, at: float, kind: str, payload: Any) -> None:
         heapq.heappush(self._events, (at, next(self._seq), kind, payload))
@@ -109,8 +112,7 @@ class Simulation:
         while self._events:
             now, _, kind, payload = heapq.heappop(self._events)
             if kind == "arrive":
-                self.queue.setdefault(self.jobs[payload].priority, deque()).append(payload)
-                self._queued_cores += self.jobs[payload].cores
+                self._arrive(payload)
             elif kind == "finish":
                 index, vm = payload
                 self.finished[index] = now
@@ -132,8 +134,18 @@ class Simulation:
                 self._stop(vm, max(end, vm.launched_at))
         return self._report(end)
 
+    def _arrive(self, index: int) -> None:
+        job = self.jobs[index]
+        largest = max((c.cores_per_vm for c in self.config.clouds if c.max_vms > 0), default=0)
+        if job.cores > largest:
+            self.refused.append(index)  # as a submit refuses it: no cloud can hold it
+            return
+        self.queue.setdefault(job.priority, {}).setdefault(job.cores, deque()).append(index)
+        self._queued_cores += job.cores
+        self._queued_sizes[job.cores] += 1
+
     def _more_ticks(self, now: float) -> bool:
-        if len(self.finished) < len(self.jobs):
+        if len(self.finished) + len(self.refused) < len(self.jobs):
             return True
         grace = self.config.autoscale.idle_timeout_s + 2 * self.config.autoscale.step_s
         return self._live_above_min() and now < max(self.finished.values(), default=0) + grace
@@ -152,7 +164,7 @@ class Simulation:
             )
             for vm in self.live.values()
         )
-        return PoolView(vms, queued)
+        return PoolView(vms, queued, tuple(sorted(self._queued_sizes.items())))
 
     def _live_above_min(self) -> bool:
         return len(self.live) > sum(c.min_vms for c in self.config.clouds)
@@ -179,7 +191,7 @@ class Simulation:
         self.live.pop(vm.id, None)
 
     def _schedule(self, now: float) -> None:
-        if not any(self.queue.values()):
+        if not self._queued_cores:
             return
         ready = [
             vm
@@ -189,17 +201,23 @@ class Simulation:
         if not ready:
             return
         for priority in sorted(self.queue, reverse=True):
-            queue = self.queue[priority]
-            while queue and ready:
-                job = self.jobs[queue[0]]
-                vm = next((v for v in ready if v.cloud.cores_per_vm - v.busy >= job.cores), None)
-                if vm is None:
+            lanes = self.queue[priority]  # by cores: a job no ready VM can hold blocks no other
+            while ready:
+                fitting = [
+                    (lane[0], cores)
+                    for cores, lane in lanes.items()
+                    if lane and any(v.cloud.cores_per_vm - v.busy >= cores for v in ready)
+                ]
+                if not fitting:
                     break
-                index = queue.popleft()
-                self._queued_cores -= job.cores
+                index, cores = min(fitting)  # the earliest arrival among those that fit
+                vm = next(v for v in ready if v.cloud.cores_per_vm - v.busy >= cores)
+                lanes[cores].popleft()
+                self._queued_cores -= cores
+                self._queued_sizes[cores] -= 1
                 self.started[index] = now
-                vm.set_busy(now, vm.busy + job.cores)
-                self.push(now + job.runtime_s, "finish", (index, vm))
+                vm.set_busy(now, vm.busy + cores)
+                self.push(now + self.jobs[index].runtime_s, "finish", (index, vm))
                 if vm.busy >= vm.cloud.cores_per_vm:
                     ready.remove(vm)
 
@@ -220,6 +238,7 @@ class Simulation:
         return {
             "jobs": len(self.jobs),
             "finished": len(self.finished),
+            "refused": len(self.refused),
             "launches": len(self.vms),
             "makespan_s": last - first,
             "mean_wait_s": sum(waits) / len(waits) if waits else 0.0,
@@ -248,7 +267,8 @@ class FixedPool:
 
 
 class VmPerJob:
-    """Baseline: one VM per queued job (within max_vms), drained as soon as it is idle."""
+    """Baseline: one VM per queued job (within max_vms) in the cheapest cloud that can hold
+    it, drained as soon as it is idle."""
 
     def __init__(self, config: SessionConfig) -> None:
         self._clouds = sorted(config.clouds, key=lambda c: c.cost_per_hour)
@@ -259,13 +279,27 @@ class VmPerJob:
             for vm in pool.vms
             if not vm.starting and not vm.draining and vm.busy_cores == 0
         ]
-        waiting = pool.queued_cores - sum(1 for vm in pool.vms if vm.starting)
-        for cloud in self._clouds:
-            live = sum(1 for vm in pool.vms if vm.cloud == cloud.name and not vm.draining)
-            count = min(max(0, waiting), cloud.max_vms - live)
-            if count > 0:
-                decisions.append(Decision("launch", cloud.name, "a VM per job", count=count))
-                waiting -= count
+        waiting = [[cores, count] for cores, count in pool.waiting()] if pool.queued_cores else []
+        for vm in pool.vms:  # a starting VM is the one of a job it can hold
+            entry = next((w for w in waiting if vm.starting and w[1] and w[0] <= vm.cores), None)
+            if entry is not None:
+                entry[1] -= 1
+        room = {
+            c.name: c.max_vms - sum(1 for vm in pool.vms if vm.cloud == c.name and not vm.draining)
+            for c in self._clouds
+        }
+        launch: Counter[str] = Counter()
+        for cores, count in waiting:
+            for cloud in (c for c in self._clouds if c.cores_per_vm >= cores):
+                take = max(0, min(count, room[cloud.name]))
+                launch[cloud.name] += take
+                room[cloud.name] -= take
+                count -= take
+        decisions += [
+            Decision("launch", cloud, "a VM per job", count=count)
+            for cloud, count in launch.items()
+            if count > 0
+        ]
         return decisions
 
 

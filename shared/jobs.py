@@ -351,6 +351,20 @@ class JobTable(JobQueries):
             return JobState.RUNNING
         return None
 
+    def refuse(self, job_id: str, reason: Reason, detail: str) -> bool:
+        """Fail a queued job that can never run (reason and detail say why); False if it
+        was not queued any more."""
+        fields = {
+            "state": "failed",
+            "reason": str(reason),
+            "finished_at": iso(utcnow()),
+            "dq": None,
+        }
+        event = self.events.item(job_id, "failed", detail=f"{reason}: {detail}"[:500])
+        return self._transition(
+            job_id, fields, "#st = :queued", {":queued": to_value("queued")}, [event]
+        )
+
     def reap(self, job_id: str, attempt: int, lease_seq: int, detail: str) -> JobState | None:
         """A lease that stopped: back to `queued`, or `failed` (lost_vm) with no attempts left."""
         item = self.get(job_id)

@@ -301,6 +301,7 @@ class Reason(StrEnum):
     RELEASE_ERROR = "release_error"
     INVALID = "invalid"
     AGENT_ERROR = "agent_error"
+    TOO_BIG = "too_big"  # more cores than any VM of the session's clouds has
 
 
 class JobSpec(Frozen):

@@ -171,6 +171,51 @@ class VmTable:
                 TableName=self.table, Item=to_item({"id": f"@{name}", "value": value})
             )
 
+    def read_lease(self, name: str) -> tuple[str, int] | None:
+        """A lease kept beside the VMs (item `@name`): (holder, renewal count), or None."""
+        with translated(f"read lease {name}"):
+            out = self._aws.ddb.get_item(
+                TableName=self.table, Key={"id": to_value(f"@{name}")}, ConsistentRead=True
+            )
+        if "Item" not in out:
+            return None
+        item = from_item(out["Item"])
+        return str(item["holder"]), int(item["seq"])
+
+    def write_lease(self, name: str, holder: str, seq: int, expect: tuple[str, int] | None) -> bool:
+        """Write a lease if it is still as `expect`ed (None: absent); False if not."""
+        if expect is None:
+            condition, values = "attribute_not_exists(id)", {}
+        else:
+            condition = "holder = :h AND seq = :s"
+            values = {":h": to_value(expect[0]), ":s": to_value(expect[1])}
+        try:
+            with translated(f"write lease {name}"):
+                self._aws.ddb.put_item(
+                    TableName=self.table,
+                    Item=to_item({"id": f"@{name}", "holder": holder, "seq": seq}),
+                    ConditionExpression=condition,
+                    **({"ExpressionAttributeValues": values} if values else {}),
+                )
+        except ConditionFailed:
+            return False
+        return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give a lease up, if `holder` still holds it: it is left with no holder (an
+        update, not a delete: the Resource Manager's role may not delete items)."""
+        try:
+            with translated(f"release lease {name}"):
+                self._aws.ddb.update_item(
+                    TableName=self.table,
+                    Key={"id": to_value(f"@{name}")},
+                    UpdateExpression="SET holder = :none",
+                    ConditionExpression="holder = :h",
+                    ExpressionAttributeValues={":h": to_value(holder), ":none": to_value("")},
+                )
+        except ConditionFailed:
+            pass
+
     def all(self) -> list[VmRecord]:
         """Every VM of the session (a scan: the registry holds a few hundred items at most)."""
         records: list[VmRecord] = []

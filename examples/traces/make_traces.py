@@ -1,7 +1,8 @@
 """Write the shipped job traces (seeded, so the files are reproducible):
 
 - burst.csv: a burst of 2,000 short jobs within one minute;
-- day.csv: a day of mixed arrivals following a working-day cycle.
+- day.csv: a day of mixed arrivals following a working-day cycle;
+- mixed.csv: four hours of jobs of 1 to 8 cores (with sim-mixed.toml: 2- and 8-core clouds).
 Usage: python examples/traces/make_traces.py [--jobs-per-day N] [--out DIR]
 """
 
@@ -43,6 +44,18 @@ def day(rng: random.Random, jobs: int) -> list[tuple[float, float, int, int]]:
     return sorted(rows)
 
 
+def mixed(rng: random.Random) -> list[tuple[float, float, int, int]]:
+    return sorted(
+        (
+            round(rng.uniform(0, 4 * 3600), 1),
+            round(min(3 * 3600, rng.lognormvariate(math.log(600), 0.8)), 1),
+            rng.choices((1, 2, 4, 8), (50, 25, 15, 10))[0],
+            rng.choices((1, 2, 3), (70, 20, 10))[0],
+        )
+        for _ in range(600)
+    )
+
+
 def write(path: Path, rows: list[tuple[float, float, int, int]]) -> None:
     with open(path, "w", newline="") as handle:
         out = csv.writer(handle)
@@ -57,6 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     write(args.out / "burst.csv", burst(random.Random(2008)))
     write(args.out / "day.csv", day(random.Random(2009), args.jobs_per_day))
+    write(args.out / "mixed.csv", mixed(random.Random(2026)))
 
 
 if __name__ == "__main__":

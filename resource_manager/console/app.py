@@ -8,6 +8,8 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import urwid
@@ -30,6 +32,7 @@ from resource_manager.console.commands import (
     parse,
 )
 from resource_manager.console.state import ConsoleState
+from resource_manager.lease import RmLease, lease_line
 from resource_manager.monitor import Monitor
 from resource_manager.pool import Pool
 from shared.models import JobState
@@ -110,6 +113,8 @@ class Console:
         self.state = ConsoleState(pool.session.id)
         self.monitor = Monitor(pool)
         self.autoscaler = Autoscaler(pool, self.monitor)
+        self.lease = RmLease(pool.session.vms, pool.session.info.config.lease_s)
+        self.active: bool | None = None  # holds the session's lease (None: not asked yet)
         self.commands: queue.Queue[Command | None] = queue.Queue()
         self.stopping = threading.Event()
         self.confirming: Kill | None = None
@@ -243,13 +248,19 @@ class Console:
             began = time.monotonic()
             self._busy_since["monitor"] = began
             try:
-                decisions = self.monitor.step(began)
-                decisions += self.autoscaler.step(time.time())
+                holder = self.lease.hold(began)
+                if (holder is None) is not self.active:
+                    self.active = holder is None
+                    self.state.add_log(lease_line(self.pool.session.id, holder))
+                decisions = self.monitor.step(began) if self.active else []
+                decisions += self.autoscaler.step(time.time()) if self.active else []
                 counts = {str(s): self.pool.session.jobs.count_state(s) for s in JobState}
                 enabled = autoscale_enabled(self.pool)
+                # Every state counted here replaces the monitor's own count (adding them
+                # doubled running and saving).
+                snapshot = replace(self.monitor.snapshot, jobs=Counter(counts))
                 with self.state.lock:
-                    self.state.snapshot = self.monitor.snapshot
-                    self.state.snapshot.jobs.update(counts)
+                    self.state.snapshot = snapshot
                     self.state.autoscale = enabled
                 for line in decisions:
                     self.state.add_log(line)
@@ -326,3 +337,5 @@ class Console:
             self.commands.put(None)
             for worker in workers:
                 worker.join(timeout=5)
+            if self.active:
+                self.lease.release()

@@ -93,3 +93,25 @@ def test_autoscale_can_be_switched_on_and_off_from_the_cli(
     assert cli("autoscale", "status", "--json", *sid).json()["enabled"] is True
     assert cli("autoscale", "off", "--json", *sid).json()["enabled"] is False
     assert cli("vm", "list", "--json", *sid).json() == [], "the switch is not a VM"
+
+
+def test_a_job_bigger_than_the_cheap_clouds_vms_runs_on_a_vm_of_a_cloud_that_holds_it(
+    tmp_path: Path,
+    make_session: Callable[..., Session],
+    resource_manager: Callable[[Session], Any],
+) -> None:
+    session = make_session(
+        clouds=(
+            LocalCloud(name="cheap", driver="local", cores_per_vm=2, max_vms=2, cost_per_hour=0),
+            LocalCloud(name="dear", driver="local", cores_per_vm=8, max_vms=1, cost_per_hour=1),
+        ),
+        autoscale=AutoscaleConfig(enabled=True, idle_timeout_s=60, step_s=0.5),
+    )
+    script = tmp_path / "job.sh"
+    script.write_text('echo "$CLOBI_CORES"\n')
+    client = JobClient(session)
+    (job,) = client.submit(JobSpec(script=str(script), cores=4))
+    resource_manager(session)
+    (row,) = client.wait([job], timeout=60)
+    assert row.state is JobState.SUCCEEDED and client.logs(job)["stdout"] == "4\n"
+    assert [vm.cloud for vm in session.vms.all()] == ["dear"], autoscale_lines(session)

@@ -30,9 +30,10 @@ from resource_manager.console.commands import (
 )
 from resource_manager.console.state import ConsoleState
 from resource_manager.monitor import PoolSnapshot
+from resource_manager.pool import Pool
 from shared.models import JobState, LocalCloud, VmRecord, VmState
 from shared.session import Session
-from tests.helpers import requires_tool, wait_until
+from tests.helpers import TmuxConsole, cli, requires_tool, wait_until
 
 
 @pytest.mark.parametrize(
@@ -259,3 +260,33 @@ def test_a_hanging_cloud_call_is_reported_and_keys_still_answer(
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
         hole.close()
+
+
+@requires_tool("tmux")
+def test_the_consoles_job_counts_equal_clobi_status(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    session = make_session()
+    Pool(session).start("local", 2)
+    script = tmp_path / "job.sh"
+    script.write_text("sleep 1000\n")
+    client = JobClient(session)
+    client.submit(JobSpec(script=str(script), count=5))  # 4 run on 2 x 2 cores, 1 waits
+    wait_until(
+        lambda: sum(r.state is JobState.RUNNING for r in client.status()) == 4,
+        timeout=30,
+        what="four running jobs",
+    )
+    status = cli("status", "--json", "--session", session.id)
+    counts = Counter(row["state"] for row in status.json())
+    assert (counts["running"], counts["queued"]) == (4, 1), counts
+    console = TmuxConsole(session.id)
+    try:
+        expected = [f"{state!s:<10} {counts.get(str(state), 0):>6}" for state in JobState]
+        wait_until(
+            lambda: all(line in console.screen() for line in expected),
+            timeout=15,
+            what=f"the console to show {expected}",
+        )
+    finally:
+        console.close()

@@ -10,9 +10,9 @@ from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.monitor import Monitor
 from resource_manager.pool import Pool
-from shared.models import Ec2Cloud, JobState, VmState
+from shared.models import Ec2Cloud, JobState, LocalCloud, Reason, VmState
 from shared.session import Session
-from tests.helpers import wait_until
+from tests.helpers import cli, wait_until
 
 EC2 = Ec2Cloud(name="aws", driver="ec2", ami="ami-12c6146b", instance_profile="clobi-agent")
 
@@ -58,3 +58,25 @@ def test_a_starting_resource_manager_reaps_at_once_the_jobs_of_a_vm_it_knows_fai
     row = client.status([job])[0]
     assert (row.state, row.reason) == (JobState.QUEUED, "lost_vm"), decisions
     assert f"job {job}: {vm} is failed; now queued" in decisions
+
+
+def test_a_job_no_cloud_can_hold_is_refused_at_submit_and_failed_if_the_clouds_change(
+    tmp_path: Path, make_session: Callable[..., Session]
+) -> None:
+    small = LocalCloud(name="local", driver="local", cores_per_vm=2, max_vms=2)
+    big = EC2.model_copy(update={"cores_per_vm": 8})
+    session = make_session(clouds=(small, big))
+    script = tmp_path / "job.sh"
+    script.write_text("true\n")
+    refused = cli("submit", "--script", str(script), "--cores", "16", "--session", session.id)
+    assert refused.code != 0 and "largest VM of the session has 8" in refused.err
+    (job,) = JobClient(session).submit(JobSpec(script=str(script), cores=4))
+    # The session's clouds change: its 8-core cloud is gone.
+    config = session.info.config.model_copy(update={"clouds": (small,)})
+    shrunk = Session(session.info.model_copy(update={"config": config}))
+    decisions = Monitor(Pool(shrunk)).step(1000.0)
+    row = JobClient(session).status([job])[0]
+    assert (row.state, row.reason) == (JobState.FAILED, "too_big"), decisions
+    assert any("largest VM of the session's clouds has 2" in d for d in decisions), decisions
+    kinds = [(e.kind, e.detail) for e in session.events.for_job(job)]
+    assert kinds[-1][0] == "failed" and str(kinds[-1][1]).startswith(Reason.TOO_BIG), kinds

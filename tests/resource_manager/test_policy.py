@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from resource_manager.policy import Policy, PoolView, VmView
-from resource_manager.simulate import Job, simulate
+from resource_manager.simulate import Job, read_trace, simulate
+from shared.config import load_session_config
 from shared.models import AutoscaleConfig, Ec2Cloud, LocalCloud, SessionConfig
 
 LOCAL = LocalCloud(name="local", driver="local", cores_per_vm=2, max_vms=4, cost_per_hour=0.0)
@@ -117,3 +118,38 @@ def test_the_budget_counts_draining_vms_and_those_drained_in_the_same_step() -> 
     assert policy.decide(3700.0, PoolView(draining, queued_cores=8)) == []
     one_left = PoolView(draining[:1], queued_cores=8)
     assert [(d.action, d.count) for d in policy.decide(3800.0, one_left)] == [("launch", 1)]
+
+
+BIG = Ec2Cloud(name="big", driver="ec2", ami="ami-1", cores_per_vm=8, max_vms=4, cost_per_hour=1.0)
+TRACES = Path(__file__).parents[2] / "examples" / "traces"
+
+
+def test_a_job_bigger_than_the_cheap_clouds_vms_gets_a_vm_of_the_cheapest_cloud_that_fits() -> None:
+    policy = Policy(AutoscaleConfig(enabled=True), (LOCAL, BIG))
+    decisions = policy.decide(0.0, PoolView((), 4, queued_jobs=((4, 1),)))
+    assert [(d.cloud, d.count) for d in decisions] == [("big", 1)]
+    mixed = PoolView((), 10, queued_jobs=((1, 2), (8, 1)))
+    assert [(d.cloud, d.count) for d in policy.decide(1.0, mixed)] == [("local", 1), ("big", 1)]
+
+
+def test_idle_vms_are_drained_while_only_jobs_they_cannot_hold_wait() -> None:
+    policy = Policy(AutoscaleConfig(enabled=True, idle_timeout_s=60), (LOCAL, BIG))
+    starting_big = VmView("b", "big", 8, 0, True, 0.0)
+    pool = PoolView((vm("small"), starting_big), 4, queued_jobs=((4, 1),))
+    assert policy.decide(0.0, pool) == [], "the starting big VM will hold the job"
+    assert [(d.action, d.vm) for d in policy.decide(60.0, pool)] == [("drain", "small")]
+    fits = PoolView((vm("small2"),), 1, queued_jobs=((1, 1),))
+    policy.decide(100.0, fits)
+    assert policy.decide(200.0, fits) == [], "a job it can hold keeps it"
+
+
+def test_the_simulator_runs_mixed_sizes_on_vms_that_hold_them_and_refuses_the_impossible() -> None:
+    config = load_session_config(TRACES / "sim-mixed.toml", check_files=False)
+    jobs = read_trace(TRACES / "mixed.csv")
+    assert {j.cores for j in jobs} == {1, 2, 4, 8}
+    report = simulate(config, [*jobs, Job(60.0, 10.0, 16, 1)])
+    assert (report["finished"], report["refused"]) == (len(jobs), 1)
+    # No VM launched for jobs it cannot hold sits idle: idle time stays a small share.
+    assert report["idle_vm_hours"] < 0.1 * report["vm_hours"], report
+    for baseline in ("fixed", "per-job"):
+        assert simulate(config, jobs, baseline)["finished"] == len(jobs)

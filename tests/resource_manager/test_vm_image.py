@@ -195,7 +195,11 @@ def test_the_policies_are_scoped_to_clobi_resources(name: str) -> None:
         resources = [resources] if isinstance(resources, str) else resources
         scoped = all("clobi" in r or "${bucket}" in r for r in resources)
         describe = all(a.startswith("ec2:Describe") for a in actions_of(statement))
-        assert scoped or "Condition" in statement or describe, statement
+        # What a launch only uses (image, subnet...): it creates nothing clobi could not tag.
+        uses = actions_of(statement) == ["ec2:RunInstances"] and not any(
+            ":instance/" in r or ":volume/" in r for r in resources
+        )
+        assert scoped or "Condition" in statement or describe or uses, statement
 
 
 # --- the filled policies, by shape (tests/integration/test_iam.py enforces them) --------------
@@ -371,3 +375,31 @@ def test_the_bucket_policy_denies_plain_http_and_unencrypted_uploads() -> None:
         "Bool": {"aws:SecureTransport": "false"}
     }
     assert "s3:x-amz-server-side-encryption" in json.dumps(denies["DenyUnencryptedUploads"])
+
+
+def test_the_resource_manager_launches_tagged_instances_and_volumes_only() -> None:
+    """AWS's pattern: the created resources (instance, volume) under the request-tag condition,
+    what a launch only uses (image, subnet, groups, interface, key pair) in its own statement."""
+    manager = filled(info_of(MINE), NAMES["account"])["resource-manager"]
+    launching = allowing(manager, "ec2:RunInstances")
+    (tagged,) = [s for s in launching if "Condition" in s]
+    (used,) = [s for s in launching if "Condition" not in s]
+    account = NAMES["account"]
+    assert resources_of(tagged) == [
+        f"arn:aws:ec2:*:{account}:instance/*",
+        f"arn:aws:ec2:*:{account}:volume/*",
+    ]
+    assert tagged["Condition"] == {"StringLike": {"aws:RequestTag/clobi:session": "*"}}
+    kinds = {r.split(":", 5)[5].split("/")[0] for r in resources_of(used)}
+    assert kinds == {
+        "image",
+        "subnet",
+        "security-group",
+        "network-interface",
+        "key-pair",
+        "spot-instances-request",
+    }
+    for kind in ("instance", "volume"):  # never without the tag
+        arn = f"arn:aws:ec2:us-east-1:{account}:{kind}/i-0123"
+        assert not any(iam_match(r, arn) for r in resources_of(used))
+    assert reaches(manager, "ec2:RunInstances", "arn:aws:ec2:us-east-1::image/ami-0123")
