@@ -27,7 +27,7 @@ from shared.jobindex import (  # noqa: F401 (the table's index names, for sessio
     _names,
     status_of,
 )
-from shared.models import JobState, JobTask
+from shared.models import JobState, JobTask, Reason
 from shared.timeutil import iso, utcnow
 from shared.transitions import (
     SENT,
