@@ -166,14 +166,7 @@ class JobProcess:
     def _kill_escaped(self) -> None:
         """Processes that left the job's group (double-forked daemons, setsid) still carry
         its CLOBI_JOB_ID and CLOBI_ATTEMPT: find them and kill them too."""
-        for _ in range(3):
-            pids = job_processes(self._task.id, self._task.attempt)
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
+        kill_all(lambda: job_processes(self._task.id, self._task.attempt), rounds=3, pause_s=0.05)
 
     def _kill_group(self, sig: int) -> None:
         try:
@@ -182,17 +175,22 @@ class JobProcess:
             pass
 
 
-def kill_user(uid: int, rounds: int = 20) -> None:
+def kill_user(uid: int) -> None:
     """SIGKILL every process of `uid` (a slot user runs one job at a time) until none is
     left: nothing a job started outlives it, whatever it did to its group or environment."""
+    kill_all(lambda: [pid for pid, owner in _owners() if owner == uid], rounds=20, pause_s=0.02)
+
+
+def kill_all(find: Callable[[], list[int]], rounds: int, pause_s: float) -> None:
+    """SIGKILL what `find` lists, again (it may have forked meanwhile) until it lists none."""
     for _ in range(rounds):
-        pids = [pid for pid, owner in _owners() if owner == uid]
+        pids = find()
         if not pids:
             return
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        time.sleep(0.02)
+        time.sleep(pause_s)
 
 
 def _owners() -> list[tuple[int, int]]:
