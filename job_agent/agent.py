@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 20
 NO_FIT_DELAY_S = 2  # a job too big for our free slots comes back this much later
 IDLE_SWEEP_S = 60
-DELETE_AFTER_S = 0.5  # claimed messages are deleted in batches, at most about this much later
-SQS_BATCH = 10  # entries in one SQS batch request
 FILL_EVERY_S = 0.5  # how often a busy agent may top up the dispatch window
 LANE_SKIP_S = 1.0  # an empty lane is not polled again this soon (bounds priority delay)
 
@@ -77,8 +75,6 @@ class JobAgent:
         self._last_fill = 0.0
         self._drain_seen_at = 0.0
         self._empty_until: dict[str, float] = {}
-        self._to_delete: list[tuple[str, dict[str, Any]]] = []
-        self._to_delete_since = 0.0
         self._lanes = [info.queue_url(p) for p in range(info.config.priorities, 0, -1)]
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -125,7 +121,7 @@ class JobAgent:
             if self._shut_down:
                 return
             self._shut_down = True
-        self._flush_deletes(now=True)
+        self.session.queues.flush(now=True)
         for _, thread in list(self._attempts.values()):
             thread.join()
         self.volumes.unmount_all()
@@ -161,7 +157,7 @@ class JobAgent:
 
     def step(self) -> None:
         """One turn: leave if drained, else receive and start what fits in the free slots."""
-        self._flush_deletes()
+        self.session.queues.flush()
         if self.draining:
             if not self.running():
                 log.info("drained: no job left, powering off")
@@ -177,8 +173,8 @@ class JobAgent:
             return
         recheck = False  # whether to read the drain flag afresh before claiming
         if self._idle and time.monotonic() < self._next_sweep:
-            self._flush_deletes(now=True)  # before a long poll
-            messages = self._receive(self._lanes[-1], free, self.idle_wait_s)
+            self.session.queues.flush(now=True)  # before a long poll
+            messages = self.session.queues.receive(self._lanes[-1], free, self.idle_wait_s)
             if not messages:
                 return
             self._idle, recheck = False, True
@@ -195,16 +191,16 @@ class JobAgent:
                 self._next_sweep = time.monotonic() + IDLE_SWEEP_S
                 return
         if self.stopping.is_set() or self._drain_requested(fresh=recheck):
-            self._release(messages)
+            self.session.queues.hand_back(messages)
             return
         claimed = []
         for index, (lane, message) in enumerate(messages):
             if self.stopping.is_set():  # stopped while claiming: the rest go back at once
-                self._release(messages[index:])
+                self.session.queues.hand_back(messages[index:])
                 break
             if self._handle(lane, message):
                 claimed.append((lane, message))
-        self._delete_later(claimed)
+        self.session.queues.acknowledge(claimed)
 
     def _fill(self, force: bool = False) -> bool:
         """Top up the dispatch window: a busy agent at most every FILL_EVERY_S and in bulk,
@@ -229,19 +225,6 @@ class JobAgent:
                 self.draining = True
         return self.draining
 
-    def _release(self, messages: list[tuple[str, dict[str, Any]]], delay_s: int = 0) -> None:
-        """Hand received messages back to the queue at once, for another agent."""
-        for lane, message in messages:
-            try:
-                with translated("release job message"):
-                    self.session.aws.sqs.change_message_visibility(
-                        QueueUrl=lane,
-                        ReceiptHandle=message["ReceiptHandle"],
-                        VisibilityTimeout=delay_s,
-                    )
-            except AwsError as err:  # it comes back after the visibility timeout anyway
-                log.warning("%s", err)
-
     def _sweep(self, free: int) -> list[tuple[str, dict[str, Any]]]:
         """Receive from the lanes, highest first. A lane found empty is skipped for
         LANE_SKIP_S, so a session that uses one lane pays one request per receive."""
@@ -252,20 +235,11 @@ class JobAgent:
                 break
             if self._empty_until.get(lane, 0.0) > now:
                 continue
-            received = self._receive(lane, free - len(got), 0)
+            received = self.session.queues.receive(lane, free - len(got), 0)
             if not received:
                 self._empty_until[lane] = now + LANE_SKIP_S
             got.extend(received)
         return got
-
-    def _receive(self, lane: str, count: int, wait_s: int) -> list[tuple[str, dict[str, Any]]]:
-        with translated("receive job messages"):
-            out = self.session.aws.sqs.receive_message(
-                QueueUrl=lane, MaxNumberOfMessages=max(1, min(10, count)), WaitTimeSeconds=wait_s
-            )
-        messages = out.get("Messages", [])
-        log.debug("received %d messages from %s", len(messages), lane.rsplit("/", 1)[-1])
-        return [(lane, message) for message in messages]
 
     def _handle(self, lane: str, message: dict[str, Any]) -> bool:
         """Act on one message; True when it is done with and should be deleted."""
@@ -277,11 +251,11 @@ class JobAgent:
             if hint.session != self.session.id:
                 raise ValueError(f"message of another session ({hint.session})")
         except ValueError as err:
-            self._dead_letter(lane, message, str(err))
+            self.session.queues.dead_letter(message, str(err))
             return True
         if hint.cores > self.free_slots():
             # Not enough free slots here: hand it back unclaimed, for this or another agent.
-            self._release([(lane, message)], delay_s=NO_FIT_DELAY_S)
+            self.session.queues.hand_back([(lane, message)], delay_s=NO_FIT_DELAY_S)
             return False
         try:
             task = self.session.jobs.claim(hint.job_id, hint.attempt, self.vm_id)
@@ -290,13 +264,13 @@ class JobAgent:
             task, problem = None, str(err)
         if problem is not None:  # ours now, and not to be run: failed, never retried
             self.session.jobs.reject(hint.job_id, hint.attempt + 1, self.vm_id, problem)
-            self._dead_letter(lane, message, f"job {hint.job_id}: {problem}")
+            self.session.queues.dead_letter(message, f"job {hint.job_id}: {problem}")
             return True
         if task is None:
             try:
                 self.session.jobs.get(hint.job_id)
             except JobNotFound:
-                self._dead_letter(lane, message, f"unknown job {hint.job_id}")
+                self.session.queues.dead_letter(message, f"unknown job {hint.job_id}")
             return True  # a stale or duplicate hint: someone else has the job
         attempt = Attempt(
             self.session,
@@ -325,50 +299,6 @@ class JobAgent:
             with self._lock:
                 self._attempts.pop(attempt.task.id, None)
             self._slot_freed.set()
-
-    def _delete_later(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        """Handled messages are deleted in batches, at most DELETE_AFTER_S later: one request
-        for several jobs. One not deleted yet comes back after the visibility timeout (as
-        after any failed delete) and is dropped by whoever receives it: its claim fails."""
-        if messages and not self._to_delete:
-            self._to_delete_since = time.monotonic()
-        self._to_delete.extend(messages)
-        self._flush_deletes()
-
-    def _flush_deletes(self, now: bool = False) -> None:
-        if not self._to_delete:
-            return
-        due = time.monotonic() - self._to_delete_since >= DELETE_AFTER_S
-        if now or due or len(self._to_delete) >= SQS_BATCH:
-            messages, self._to_delete = self._to_delete, []
-            self._delete(messages)
-
-    def _delete(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        """Delete handled messages, in batches per lane. A message left behind by a failure
-        comes back later and loses its claim."""
-        by_lane: dict[str, list[dict[str, Any]]] = {}
-        for lane, message in messages:
-            by_lane.setdefault(lane, []).append(message)
-        for lane, handled in by_lane.items():
-            for first in range(0, len(handled), SQS_BATCH):
-                entries = [
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(handled[first : first + SQS_BATCH])
-                ]
-                try:
-                    with translated("delete job messages"):
-                        self.session.aws.sqs.delete_message_batch(QueueUrl=lane, Entries=entries)
-                except AwsError as err:
-                    log.warning("%s", err)
-
-    def _dead_letter(self, lane: str, message: dict[str, Any], why: str) -> None:
-        log.warning("poison message to the dead-letter queue: %s", why)
-        with translated("dead-letter a message"):
-            self.session.aws.sqs.send_message(
-                QueueUrl=self.session.info.queue_urls["dlq"],
-                MessageBody=message["Body"][:200_000],
-                MessageAttributes={"reason": {"DataType": "String", "StringValue": why[:256]}},
-            )
 
     # --- heartbeat -------------------------------------------------------------------------
 

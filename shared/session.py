@@ -9,6 +9,7 @@ from shared.errors import AwsError
 from shared.events import EventLog
 from shared.jobs import JobTable
 from shared.models import JobState, SessionInfo
+from shared.queues import JobQueues
 from shared.vms import VmTable
 
 # What AWS answers about a queue, table or bucket that does not exist.
@@ -38,6 +39,10 @@ class Session:
     @cached_property
     def jobs(self) -> JobTable:
         return JobTable(self.aws, self.info.tables["jobs"], self.events)
+
+    @cached_property
+    def queues(self) -> JobQueues:
+        return JobQueues(self.aws, self.info.queue_urls["dlq"])
 
     @cached_property
     def vms(self) -> VmTable:
