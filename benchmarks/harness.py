@@ -18,9 +18,9 @@ from jobmgmt.client import JobClient
 from resource_manager.lifecycle import create_session
 from resource_manager.pool import Pool
 from shared import localkeys
-from shared.jobs import pending_key
 from shared.models import JobState, LocalCloud, SessionConfig
 from shared.session import Session
+from shared.transitions import pending_key
 
 
 @dataclass

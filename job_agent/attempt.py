@@ -26,11 +26,11 @@ from shared import naming, sandbox
 from shared.aws import translated
 from shared.dispatch import Dispatcher
 from shared.errors import ClobiError, SandboxError
-from shared.jobs import Outcome
 from shared.models import JobState, JobTask, Reason
 from shared.sandbox import INPUT_LIMITS
 from shared.session import Session
 from shared.taskrules import sandbox_digest
+from shared.transitions import Outcome
 
 log = logging.getLogger(__name__)
 FENCE_AFTER = 0.75  # of the lease period without a renewal: the attempt gives up its job

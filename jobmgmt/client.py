@@ -24,7 +24,8 @@ from shared.errors import (
     ValidationError,
 )
 from shared.events import Event
-from shared.jobs import NewJob, status_of
+from shared.jobcreate import NewJob
+from shared.jobindex import status_of
 from shared.models import JobSpec, JobState, JobStatus, VmState
 from shared.session import Session
 from shared.vms import AUTOSCALE_SETTING

@@ -15,8 +15,8 @@ from resource_manager.policy import Decision, Policy, PoolView, VmView
 from resource_manager.pool import Pool
 from shared.errors import ClobiError
 from shared.events import SESSION_KEY
-from shared.jobs import SENT, pending_key
 from shared.models import VmState
+from shared.transitions import SENT, pending_key
 
 log = logging.getLogger(__name__)
 SETTING = "autoscale"

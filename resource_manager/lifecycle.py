@@ -14,7 +14,7 @@ from resource_manager.wheel import upload_wheel
 from shared import naming, sessionfile
 from shared.aws import Aws, translated
 from shared.errors import AwsError, ConfigError
-from shared.jobs import DISPATCH_FIELDS, DISPATCH_INDEX, STATE_INDEX, STATUS_FIELDS
+from shared.jobindex import DISPATCH_FIELDS, DISPATCH_INDEX, STATE_INDEX, STATUS_FIELDS
 from shared.models import SessionConfig, SessionInfo
 from shared.timeutil import utcnow
 

@@ -28,10 +28,10 @@ from typing import Any
 
 from shared.aws import translated
 from shared.errors import AwsError
-from shared.jobs import SENT, pending_key
 from shared.message import JobMessage, wake
 from shared.session import Session
 from shared.timeutil import parse_iso, utcnow
+from shared.transitions import SENT, pending_key
 
 log = logging.getLogger(__name__)
 

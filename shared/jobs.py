@@ -11,22 +11,13 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.aws import Aws, from_item, to_item, to_value, translated
-from shared.errors import BatchTaken, ConditionFailed, InvalidJob, JobNotFound
-from shared.events import EventLog
-from shared.jobindex import (  # noqa: F401 (the table's index names, for session create)
-    DISPATCH_FIELDS,
-    DISPATCH_INDEX,
-    STATE_INDEX,
-    STATUS_FIELDS,
-    JobQueries,
-    _names,
-    status_of,
-)
+from shared.aws import from_item, to_value, translated
+from shared.errors import ConditionFailed, InvalidJob, JobNotFound
+from shared.jobcreate import JobCreation
+from shared.jobindex import _names
 from shared.models import JobState, JobTask, Reason
 from shared.timeutil import iso, utcnow
 from shared.transitions import (
@@ -41,19 +32,6 @@ from shared.transitions import (
 _OWNED = "#st IN (:running, :saving) AND attempt = :att AND vm = :vm"
 
 
-@dataclass(frozen=True)
-class NewJob:
-    """A job to create: its id, status fields and task."""
-
-    id: str
-    name: str
-    priority: int
-    max_attempts: int
-    task: dict[str, Any]
-    seq: int  # dispatch order within a priority (submission order)
-    submission: str | None = None  # digest of the whole submission it belongs to
-
-
 def _owned_values(attempt: int, vm: str) -> dict[str, Any]:
     return {
         ":running": to_value("running"),
@@ -63,98 +41,10 @@ def _owned_values(attempt: int, vm: str) -> dict[str, Any]:
     }
 
 
-class JobTable(JobQueries):
+class JobTable(JobCreation):
     """Conditional operations on one session's job table. Each method is one logical transition."""
 
-    def __init__(self, aws: Aws, table: str, events: EventLog) -> None:
-        super().__init__(aws, table)
-        self.events = events
-
     # --- creation and reads -----------------------------------------------------------------
-
-    def create(self, jobs: list[NewJob], *, first: bool = False) -> int:
-        """Create jobs that do not exist yet (idempotent); returns how many were new.
-
-        Jobs and their `submitted` events go in transactions of 50, each conditioned on the job
-        not existing: a repeated submission creates nothing, even after a crash half-way.
-        `first`: these are a submission's first jobs, and if the first of them exists already
-        the batch is taken (BatchTaken, nothing created): by a submission the caller compares.
-        """
-        created = 0
-        for start in range(0, len(jobs), 50):
-            chunk = jobs[start : start + 50]
-            actions = []
-            for job in chunk:
-                actions.append(
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": self._new_item(job),
-                            "ConditionExpression": "attribute_not_exists(id)",
-                        }
-                    }
-                )
-                actions.append(
-                    {
-                        "Put": {
-                            "TableName": self.events.table,
-                            "Item": self.events.item(job.id, "submitted", attempt=0),
-                        }
-                    }
-                )
-            try:
-                with translated("create jobs"):
-                    self._aws.ddb.transact_write_items(TransactItems=actions)
-                created += len(chunk)
-            except ConditionFailed:
-                if first and start == 0 and self._exists(chunk[0].id):
-                    raise BatchTaken(chunk[0].id) from None
-                created += self._create_one_by_one(chunk)
-        return created
-
-    def _exists(self, job_id: str) -> bool:
-        try:
-            self.get(job_id)
-        except JobNotFound:
-            return False
-        return True
-
-    def _create_one_by_one(self, jobs: list[NewJob]) -> int:
-        created = 0
-        for job in jobs:
-            try:
-                with translated("create job"):
-                    self._aws.ddb.put_item(
-                        TableName=self.table,
-                        Item=self._new_item(job),
-                        ConditionExpression="attribute_not_exists(id)",
-                    )
-            except ConditionFailed:
-                continue
-            self.events.append(job.id, "submitted", attempt=0)
-            created += 1
-        return created
-
-    def _new_item(self, job: NewJob) -> dict[str, Any]:
-        return to_item(
-            {
-                "id": job.id,
-                "name": job.name,
-                "state": "queued",
-                "priority": job.priority,
-                "attempt": 0,
-                "max_attempts": job.max_attempts,
-                "submitted_at": iso(utcnow()),
-                # A JSON string, not a map: the task is read whole and never queried, and a
-                # flat attribute is cheaper to store, copy and serialize.
-                "task": json.dumps(job.task, separators=(",", ":")),
-                "cores": int(job.task.get("cores", 1)),
-                "lease_seq": 0,
-                "dq": pending_key(job.priority),
-                "seq": job.seq,
-                "submission": job.submission,
-            }
-        )
 
     # --- dispatch -----------------------------------------------------------------------------
 

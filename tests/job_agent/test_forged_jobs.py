@@ -17,7 +17,7 @@ from resource_manager.drivers.local import session_root
 from resource_manager.pool import Pool
 from shared import naming, sandbox
 from shared.dispatch import Dispatcher
-from shared.jobs import NewJob
+from shared.jobcreate import NewJob
 from shared.models import JobState, ReleaseConfig
 from shared.session import Session
 from tests.helpers import wait_until

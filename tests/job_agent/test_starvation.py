@@ -14,9 +14,9 @@ import pytest
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.pool import Pool
-from shared.jobs import SENT
 from shared.models import JobState, LocalCloud
 from shared.session import Session
+from shared.transitions import SENT
 from tests.helpers import wait_until
 
 STARVATION_S = 4.0

@@ -35,9 +35,9 @@ from shared import naming, sandbox, sessionfile
 from shared.aws import Aws
 from shared.errors import ClobiError, SandboxError
 from shared.home import private_dir
-from shared.jobs import Outcome
 from shared.models import JobState, LocalCloud, SessionConfig
 from shared.session import Session
+from shared.transitions import Outcome
 from tests.faults.state import lose_state
 from tests.helpers import Result, cli
 
