@@ -187,8 +187,16 @@ class Attempt:
         finally:
             for made in self._made:  # only what this attempt made: never a planted path
                 shutil.rmtree(made, ignore_errors=True)
-            if self._identity is not None:  # its processes are gone (JobProcess.wait)
-                self._users.release(self._identity.name)
+            if self._identity is not None:
+                self._release_slot_user(self._identity)
+
+    def _release_slot_user(self, identity: JobIdentity) -> None:
+        """Back to the pool, unless some process of it outlived the job (JobProcess.wait
+        killed them all otherwise): the next job of that user would share it."""
+        if self._process is not None and self._process.left_behind:
+            log.error("slot user %s still has processes: not used again", identity.name)
+            return
+        self._users.release(identity.name)
 
     def _made_workdirs(self) -> bool:
         """The work and log folders, made fresh (never an existing path, never through a

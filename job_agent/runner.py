@@ -51,6 +51,7 @@ class JobProcess:
         self._task = task
         self._killed: Reason | None = None
         self._identity = identity
+        self.left_behind = False  # some process of its slot user outlived every kill
         if identity is not None:
             hand_over(workdir, identity)
         self._jail = jail(task.id, task.attempt)
@@ -102,7 +103,7 @@ class JobProcess:
             self._jail.end()  # and anywhere else
             self._kill_escaped()
             if self._identity is not None:  # its slot user's: even one that shed its markers
-                kill_user(self._identity.uid)
+                self.left_behind = not kill_user(self._identity)
             self._drain_streams()
         return ProcessResult(code, self._killed)
 
@@ -175,10 +176,20 @@ class JobProcess:
             pass
 
 
-def kill_user(uid: int) -> None:
-    """SIGKILL every process of `uid` (a slot user runs one job at a time) until none is
-    left: nothing a job started outlives it, whatever it did to its group or environment."""
-    kill_all(lambda: [pid for pid, owner in _owners() if owner == uid], rounds=20, pause_s=0.02)
+def kill_user(identity: JobIdentity, rounds: int = 20) -> bool:
+    """SIGKILL every process of a slot user (one job at a time runs as it): as that user,
+    `kill -9 -1` signals all of them at once (a fork loop cannot outrun it, and the agent
+    needs no right to read their /proc). True once none is left."""
+    for _ in range(rounds):
+        if not [pid for pid, owner in _owners() if owner == identity.uid]:
+            return True
+        subprocess.run(
+            confined(["kill", "-s", "KILL", "--", "-1"], identity),
+            capture_output=True,
+            check=False,
+        )
+        time.sleep(0.02)
+    return not [pid for pid, owner in _owners() if owner == identity.uid]
 
 
 def kill_all(find: Callable[[], list[int]], rounds: int, pause_s: float) -> None:

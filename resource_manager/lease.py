@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 
 from shared.vms import VmTable
 
@@ -17,7 +18,8 @@ NAME = "resource-manager"
 
 def holder_name() -> str:
     """Who this process is, as another Resource Manager reports it."""
-    return f"{socket.gethostname()} pid {os.getpid()}"
+    # The random part: two containers may share a host name and a pid (1, say).
+    return f"{socket.gethostname()} pid {os.getpid()} ({uuid.uuid4().hex[:8]})"
 
 
 class RmLease:

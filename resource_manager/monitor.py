@@ -96,6 +96,8 @@ class Monitor:
                 self._vm_beats.pop(vm.id, None)
                 if vm.cloud in alive and vm.id not in alive[vm.cloud]:
                     self._gone[vm.id] = vm.state  # its jobs can be reaped without a lease
+                elif vm.id in alive.get(vm.cloud, set()):
+                    self._terminate_dead_record(vm, decisions)
                 continue
             beat = (vm.state, vm.last_heartbeat_at)
             seen, since = self._vm_beats.get(vm.id, (None, now))
@@ -107,7 +109,9 @@ class Monitor:
                 if vm.state is VmState.STARTING
                 else self.config.vm_timeout_s
             )
-            gone = vm.cloud in alive and vm.id not in alive[vm.cloud]
+            # A launch still in flight has no instance yet: not gone, only not listed yet.
+            launched = vm.state is not VmState.STARTING or vm.instance_id is not None
+            gone = launched and vm.cloud in alive and vm.id not in alive[vm.cloud]
             if now - since >= limit or (gone and now - since >= self.config.heartbeat_s * 3):
                 why = (
                     "VM is gone from its cloud"
@@ -120,6 +124,16 @@ class Monitor:
                 )
                 self._fail_vm(vm, why, decisions)
         return vms
+
+    def _terminate_dead_record(self, vm: VmRecord, decisions: list[str]) -> None:
+        """A VM the registry says stopped or failed that its cloud still runs (a terminate
+        that failed, a power-off that did not happen): it bills and may take jobs. End it."""
+        try:
+            self.pool.driver(vm.cloud).terminate([vm.id])
+        except Exception as err:  # tried again next step
+            log.warning("terminating %s (%s, still running) failed: %s", vm.id, vm.state, err)
+            return
+        decisions.append(f"{vm.id}: {vm.state} but still running in its cloud; terminated")
 
     def _alive_in_clouds(self) -> dict[str, set[str]]:
         """Live VM ids per cloud; a cloud that cannot be listed is left out."""

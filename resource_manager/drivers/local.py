@@ -88,7 +88,8 @@ class LocalDriver(CloudDriver):
             if sid is None:
                 continue
             _remove_cgroup(self._root / vm_id, kill=True)
-            kill_session(sid)  # even when the agent died already: its jobs may live on
+            if _session_still_ours(self._root / vm_id, sid):
+                kill_session(sid)  # even when the agent died already: its jobs may live on
             unmount_under(self._root / vm_id)  # a VM's release mounts go with it
             if _read_pid(self._root / vm_id) is not None:
                 raise DriverError(f"{vm_id}: agent process {sid} survived SIGKILL")
@@ -197,6 +198,18 @@ def _recorded_pid(vm_dir: Path) -> int | None:
         return int(json.loads((vm_dir / "pid").read_text())["pid"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _session_still_ours(vm_dir: Path, sid: int) -> bool:
+    """Whether the session `sid` is still our agent's: its leader is our agent, or dead (a
+    session id is not reused while any process of that session lives). A live leader that
+    started at another time took a reused pid: another session, not to be killed."""
+    try:
+        record = json.loads((vm_dir / "pid").read_text())
+    except (OSError, ValueError):
+        return False
+    stat = _stat(sid)
+    return stat is None or stat[0] == "Z" or stat[4] == record.get("start")
 
 
 def _read_pid(vm_dir: Path) -> int | None:

@@ -115,3 +115,19 @@ def test_a_snapshot_only_release_fails_on_a_local_vm_with_release_error(
     assert (row.state, row.reason) == (JobState.FAILED, "release_error")
     errors = [e.detail or "" for e in client.events([job]) if e.kind == "error"]
     assert any("EC2 VMs only" in detail for detail in errors), errors
+
+
+def test_a_vm_marked_failed_that_still_runs_is_terminated(
+    make_session: Callable[..., Session], resource_manager: Callable[..., Any]
+) -> None:
+    """A terminate that failed, or a power-off that did not happen, leaves a VM running
+    (and billing, and taking jobs) under a record that says it is not: the monitor ends it."""
+    session = make_session()
+    pool = Pool(session)
+    (vm,) = pool.start("local", 1)
+    driver = LocalDriver(session.info, session.info.config.clouds[0])
+    wait_until(lambda: next(v for v in pool.vms() if v.id == vm).state is VmState.RUNNING, 30)
+    assert session.vms.set_state(vm, VmState.FAILED)
+    assert driver.agent_pid(vm) is not None
+    resource_manager(session)
+    wait_until(lambda: driver.agent_pid(vm) is None, 30, what="the failed VM to be terminated")
