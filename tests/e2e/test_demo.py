@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,12 @@ def test_demo_runs_four_jobs_fetches_results_and_leaves_no_process(tmp_path: Pat
     assert not list((tmp_path / "home").glob("sessions/*.json"))
 
 
+def _interruptible() -> None:
+    """SIGINT as a terminal's foreground job has it: a run in the background of a
+    non-interactive shell (a CI script, say) inherits it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _agent_processes() -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -52,8 +59,6 @@ def _agent_processes() -> list[int]:
 
 
 def test_ctrl_c_in_the_demo_cleans_up_quietly_and_exits_130(tmp_path: Path) -> None:
-    import signal
-
     from tests.helpers import wait_until
 
     env = dict(os.environ, CLOBI_HOME=str(tmp_path / "home"))
@@ -64,6 +69,7 @@ def test_ctrl_c_in_the_demo_cleans_up_quietly_and_exits_130(tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=_interruptible,
     )
     assert proc.stderr is not None
     seen = []

@@ -46,6 +46,9 @@ def test_wait_exit_statuses(tmp_path: Path, make_session: Callable[..., Session]
         text=True,
         start_new_session=True,
         env=dict(os.environ, CLOBI_PROGRESS="1"),  # a progress line: it is waiting
+        # SIGINT as a terminal's foreground job has it (a CI script's background inherits
+        # it ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert waiting.stderr is not None and "queued" in waiting.stderr.readline()
     waiting.send_signal(signal.SIGINT)
