@@ -313,8 +313,12 @@ class JobAgent:
                     last_renew = time.monotonic()
                 self._renew_leases(everyone=due)
                 if self._watch_spot and not self.draining and spot_interrupted():
-                    log.warning("spot interruption notice: draining")
+                    # Two minutes left: its jobs go back to the queue now, uncounted,
+                    # rather than die with the VM and wait out their leases.
+                    log.warning("spot interruption notice: draining, handing the jobs back")
                     self.session.vms.request_drain(self.vm_id)
+                    for attempt in self.running():
+                        attempt.interrupt()
                 if time.monotonic() - last_ship >= self.config.log_ship_s:
                     last_ship = time.monotonic()
                     for attempt in self.running():

@@ -98,6 +98,7 @@ class Attempt:
         self._lock = threading.Lock()
         self._writing = threading.Lock()  # one write of the attempt at a time: see write_turn
         self.fenced = False
+        self.interrupted = False
         self.ended = False
         self.last_renewed = time.monotonic()
         self._prefix = naming.attempt_prefix(session.info.prefix, task.id, task.attempt)
@@ -114,6 +115,12 @@ class Attempt:
             process = self._process
         if process is not None:
             process.kill(reason)
+
+    def interrupt(self) -> None:
+        """The VM is going away (a spot notice): stop the job; it goes back to the queue
+        without its attempt counted."""
+        self.interrupted = True
+        self.kill(Reason.LOST_VM)
 
     def fence(self) -> None:
         """Our lease is gone: stop the job and never write for this attempt again."""
@@ -169,7 +176,9 @@ class Attempt:
                 if not self.holds_lease():
                     return
                 events = self.take_events()
-                state = self._session.jobs.complete(self.task, self._vm, outcome, events)
+                state = self._session.jobs.complete(
+                    self.task, self._vm, outcome, events, interrupted=self.interrupted
+                )
                 self.ended = True  # recorded (or superseded): no lease to renew any more
             if state is None:
                 log.warning(

@@ -24,6 +24,7 @@ from shared.transitions import (
     SENT,
     Outcome,
     after_attempt,
+    after_interruption,
     after_reap,
     cancelled_while_queued,
     pending_key,
@@ -204,12 +205,22 @@ class JobTable(JobCreation):
         )
 
     def complete(
-        self, task: JobTask, vm: str, outcome: Outcome, events: Sequence[dict[str, Any]] = ()
+        self,
+        task: JobTask,
+        vm: str,
+        outcome: Outcome,
+        events: Sequence[dict[str, Any]] = (),
+        *,
+        interrupted: bool = False,
     ) -> JobState | None:
         """Record how an attempt ended, once, as its owner, with its event (and any held
-        back) in the same transaction. A failure with attempts left goes back to `queued`.
-        Returns the state written, or None if the attempt was superseded."""
-        step = after_attempt(task, outcome, iso(utcnow()))
+        back) in the same transaction. A failure with attempts left goes back to `queued`;
+        one its VM's interruption caused goes back without counting. Returns the state
+        written, or None if the attempt was superseded."""
+        if interrupted and outcome.state is not JobState.SUCCEEDED:
+            step = after_interruption(task)
+        else:
+            step = after_attempt(task, outcome, iso(utcnow()))
         event = self.events.item(
             task.id, step.event, attempt=task.attempt, vm=vm, detail=step.detail
         )

@@ -61,6 +61,21 @@ def after_attempt(task: JobTask, outcome: Outcome, now: str) -> Next:
     return Next(outcome.state, fields, str(outcome.state), detail)
 
 
+def after_interruption(task: JobTask) -> Next:
+    """An attempt its VM's interruption ended (a spot notice): back to `queued` without
+    counting the attempt (it was not the job's fault): one more attempt is allowed."""
+    fields: dict[str, Any] = {
+        "state": str(JobState.QUEUED),
+        "dq": pending_key(task.priority),
+        "vm": None,
+        "started_at": None,
+        "exit_code": None,
+        "reason": None,
+        "max_attempts": task.max_attempts + 1,
+    }
+    return Next(JobState.QUEUED, fields, "interrupted", "its VM was interrupted: not counted")
+
+
 def after_reap(item: dict[str, Any], now: str) -> Next:
     """A lease that stopped: cancelled if a cancel was asked, back to `queued` with attempts
     left, else `failed` (lost_vm)."""

@@ -17,6 +17,7 @@ from shared.models import Bootstrap, Ec2Cloud, JobState, VmState
 from shared.session import Session
 from shared.userdata import render
 from tests.faults.imds import FakeImds, fake_imds
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -61,3 +62,36 @@ def test_an_agent_boots_from_user_data_runs_a_job_and_drains_on_spot_interruptio
         output = agent.communicate()[0]
         print(output[-3000:])
     assert "spot interruption notice: draining" in output
+
+
+def test_a_spot_notice_hands_running_jobs_back_at_once_without_counting_an_attempt(
+    tmp_path: Path, imds: FakeImds, make_session: Callable[..., Session]
+) -> None:
+    cloud = Ec2Cloud(name="aws", driver="ec2", ami="ami-1", cores_per_vm=1)
+    session = make_session(clouds=(cloud,), heartbeat_s=0.5, lease_s=60, max_attempts=1)
+    boot = Bootstrap(vm_id="vm-aws-spot01", cloud="aws", cores=1, session=session.info)
+    imds.user_data = render(boot)
+    env = dict(os.environ, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "clobi", "agent", "--workdir", str(tmp_path / "vm")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        script = tmp_path / "long.sh"
+        script.write_text("sleep 120\n")
+        client = JobClient(session)
+        (job,) = client.submit(JobSpec(script=str(script)))
+        wait_until(lambda: client.status([job])[0].state is JobState.RUNNING, 60, what="running")
+        imds.interrupted = True
+        assert agent.wait(timeout=30) == 0, "a drained agent powers off"
+        # Back in the queue at once (not a lease of 60 s later), its one attempt not counted.
+        row = client.status([job])[0]
+        assert (row.state, row.attempt, row.max_attempts) == (JobState.QUEUED, 1, 2)
+        assert [e.kind for e in client.events([job])][-1] == "interrupted"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        print(agent.communicate()[0][-3000:])
