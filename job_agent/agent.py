@@ -195,7 +195,7 @@ class JobAgent:
             return
         claimed = []
         for index, (lane, message) in enumerate(messages):
-            if self.stopping.is_set():  # stopped while claiming: the rest go back at once
+            if self.stopping.is_set() or self.draining:  # the rest go back at once
                 self.session.queues.hand_back(messages[index:])
                 break
             if self._handle(lane, message):
@@ -316,6 +316,7 @@ class JobAgent:
                     # Two minutes left: its jobs go back to the queue now, uncounted,
                     # rather than die with the VM and wait out their leases.
                     log.warning("spot interruption notice: draining, handing the jobs back")
+                    self.draining = True  # now, before its jobs are queued again
                     self.session.vms.request_drain(self.vm_id)
                     for attempt in self.running():
                         attempt.interrupt()
