@@ -10,8 +10,8 @@ from typing import Any
 
 from embedded import daemon as endpoint
 from resource_manager.drivers.local import session_root
+from resource_manager.iam_policies import NAMES, account_of, filled
 from resource_manager.lifecycle import cleanup_session, create_session
-from resource_manager.policies import NAMES, account_of, filled
 from resource_manager.pool import Pool
 from resource_manager.template import write_template
 from shared import sessionfile

@@ -43,7 +43,7 @@ from botocore.exceptions import ClientError
 from embedded import server as embedded
 from embedded.daemon import signed_request
 from resource_manager.drivers.local import kill_session
-from resource_manager.policies import fill
+from resource_manager.iam_policies import fill
 from shared import localkeys
 from shared.models import SessionInfo
 from tests.helpers import wait_until

@@ -32,7 +32,7 @@ from job_agent.releases import release_volumes
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.drivers.ec2 import Ec2Driver
-from resource_manager.policies import fill
+from resource_manager.iam_policies import fill
 from shared import naming, sessionfile
 from shared.aws import Aws
 from shared.errors import ClobiError

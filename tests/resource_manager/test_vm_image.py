@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from resource_manager.iam_policies import fill, filled
 from resource_manager.lifecycle import create_session
-from resource_manager.policies import fill, filled
 from shared import localkeys, naming
 from shared.errors import ConfigError
 from shared.models import Bootstrap, Ec2Cloud, SessionConfig, SessionInfo
