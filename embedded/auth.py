@@ -39,6 +39,7 @@ class Signed:
     headers: list[str]
     signature: str
     stamp: str
+    target: str  # the path and query as sent (the signature covers them)
 
 
 class Refused(Exception):
@@ -78,7 +79,7 @@ def check_head(environ: dict[str, Any], secret_of: SecretLookup) -> Signed:
         raise Refused("AccessDenied", "only the endpoint's own key may use its admin pages")
     if _length(environ) > MAX_BODY_BYTES:
         raise Refused("EntityTooLarge", f"a body is at most {MAX_BODY_BYTES} bytes here")
-    return Signed(key, found.secret, region, service, signed, signature, stamp)
+    return Signed(key, found.secret, region, service, signed, signature, stamp, path)
 
 
 def check_body(environ: dict[str, Any], body: bytes, head: Signed) -> None:
@@ -88,7 +89,7 @@ def check_body(environ: dict[str, Any], body: bytes, head: Signed) -> None:
         raise Refused("XAmzContentSHA256Mismatch", "the body is not the one signed")
     request = AWSRequest(
         method=environ.get("REQUEST_METHOD", "GET"),
-        url=f"http://{environ.get('HTTP_HOST', '')}{_raw_target(environ)}",
+        url=f"http://{environ.get('HTTP_HOST', '')}{head.target}",
         data=body,
         headers={name: _header(environ, name) for name in head.headers},
     )

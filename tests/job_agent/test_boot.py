@@ -26,21 +26,30 @@ def imds() -> Iterator[FakeImds]:
         yield server
 
 
-def test_an_agent_boots_from_user_data_runs_a_job_and_drains_on_spot_interruption(
-    tmp_path: Path, imds: FakeImds, make_session: Callable[..., Session]
-) -> None:
-    cloud = Ec2Cloud(name="aws", driver="ec2", ami="ami-1", cores_per_vm=1)
-    session = make_session(clouds=(cloud,), heartbeat_s=0.5)
-    boot = Bootstrap(vm_id="vm-aws-boot01", cloud="aws", cores=1, session=session.info)
+CLOUD = Ec2Cloud(name="aws", driver="ec2", ami="ami-1", cores_per_vm=1)
+
+
+def _boot(
+    tmp_path: Path, imds: FakeImds, session: Session, vm_id: str
+) -> tuple[Bootstrap, subprocess.Popen[str]]:
+    """`clobi agent` with no arguments, on a VM whose user-data the fake IMDS serves."""
+    boot = Bootstrap(vm_id=vm_id, cloud="aws", cores=1, session=session.info)
     imds.user_data = render(boot)
-    env = dict(os.environ, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url)
     agent = subprocess.Popen(
         [sys.executable, "-m", "clobi", "agent", "--workdir", str(tmp_path / "vm")],
-        env=env,
+        env=dict(os.environ, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return boot, agent
+
+
+def test_an_agent_boots_from_user_data_runs_a_job_and_drains_on_spot_interruption(
+    tmp_path: Path, imds: FakeImds, make_session: Callable[..., Session]
+) -> None:
+    session = make_session(clouds=(CLOUD,), heartbeat_s=0.5)
+    boot, agent = _boot(tmp_path, imds, session, "vm-aws-boot01")
     try:
         script = tmp_path / "job.sh"
         script.write_text("echo booted from user-data\n")
@@ -67,18 +76,8 @@ def test_an_agent_boots_from_user_data_runs_a_job_and_drains_on_spot_interruptio
 def test_a_spot_notice_hands_running_jobs_back_at_once_without_counting_an_attempt(
     tmp_path: Path, imds: FakeImds, make_session: Callable[..., Session]
 ) -> None:
-    cloud = Ec2Cloud(name="aws", driver="ec2", ami="ami-1", cores_per_vm=1)
-    session = make_session(clouds=(cloud,), heartbeat_s=0.5, lease_s=60, max_attempts=1)
-    boot = Bootstrap(vm_id="vm-aws-spot01", cloud="aws", cores=1, session=session.info)
-    imds.user_data = render(boot)
-    env = dict(os.environ, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url)
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "clobi", "agent", "--workdir", str(tmp_path / "vm")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    session = make_session(clouds=(CLOUD,), heartbeat_s=0.5, lease_s=60, max_attempts=1)
+    _, agent = _boot(tmp_path, imds, session, "vm-aws-spot01")
     try:
         script = tmp_path / "long.sh"
         script.write_text("sleep 120\n")
