@@ -213,3 +213,12 @@ def test_a_body_the_signature_does_not_cover_is_refused(aws_endpoint: str) -> No
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(put, timeout=10)
     assert refused.value.code == 403
+
+
+def test_a_presigned_url_is_refused(aws_endpoint: str) -> None:
+    """clobi never presigns; a query-string signature would be a second door to keep."""
+    mine = Aws("us-east-1", aws_endpoint)
+    mine.s3.create_bucket(Bucket="presigned")
+    mine.s3.put_object(Bucket="presigned", Key="k", Body=b"secret")
+    url = mine.s3.generate_presigned_url("get_object", Params={"Bucket": "presigned", "Key": "k"})
+    assert _refused(url) == 403
