@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from resource_manager.drivers import CloudDriver, driver_for
 from shared import naming
-from shared.errors import ClobiError, ConfigError, DriverError
+from shared.errors import AwsError, ClobiError, ConfigError, DriverError
 from shared.events import SESSION_KEY
 from shared.models import Bootstrap, JobState, VmRecord, VmState
 from shared.session import Session
@@ -65,8 +65,11 @@ class Pool:
                 self.session.vms.set_state(vm_id, VmState.FAILED)
                 raise
             self.session.vms.set_instance(vm_id, instance)
-            self.session.events.append(SESSION_KEY, "vm_started", vm=vm_id, detail=cloud)
             started.append(vm_id)
+            try:  # a record of the start: the VM runs, and its registry item says so anyway
+                self.session.events.append(SESSION_KEY, "vm_started", vm=vm_id, detail=cloud)
+            except AwsError as err:  # throttled past boto3's retries, say
+                log.warning("%s: started, but its event was not written: %s", vm_id, err)
         return started
 
     def vms(self) -> list[VmRecord]:
