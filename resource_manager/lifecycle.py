@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 from embedded import daemon as endpoint
 from resource_manager.wheel import upload_wheel
-from shared import naming, sessionfile
+from shared import naming, queues, sessionfile
 from shared.aws import Aws, translated
 from shared.errors import AwsError, ConfigError
 from shared.jobindex import DISPATCH_FIELDS, DISPATCH_INDEX, STATE_INDEX, STATUS_FIELDS
@@ -19,10 +18,6 @@ from shared.models import SessionConfig, SessionInfo
 from shared.timeutil import utcnow
 
 Report = Callable[[str], None]
-MAX_RECEIVES_BEFORE_DLQ = 10
-# Short: a message received by an agent that then died (or froze in a long poll) comes back
-# soon. A slow claim that sees its message again loses nothing: the second claim fails.
-VISIBILITY_TIMEOUT_S = 10
 
 
 def _quiet(_: str) -> None:
@@ -46,7 +41,7 @@ def create_session(config: SessionConfig, report: Report = _quiet) -> SessionInf
     try:
         _ensure_bucket(aws, config.bucket, config.region)
         created.bucket, created.prefix = config.bucket, prefix
-        queue_urls = _create_queues(aws, session_id, config.priorities, created)
+        queue_urls = queues.create(aws, session_id, config.priorities, created.queues)
         report(f"queues p1..p{config.priorities} and a dead-letter queue")
         tables = _create_tables(aws, session_id, created)
         report("tables " + ", ".join(tables.values()))
@@ -89,7 +84,7 @@ class _Created:
 
     def remove(self) -> None:
         for url in self.queues:
-            _ignore_missing(partial(self.aws.sqs.delete_queue, QueueUrl=url))
+            _ignore_missing(partial(queues.delete, self.aws, url))
         for table in self.tables:
             _ignore_missing(partial(self.aws.ddb.delete_table, TableName=table))
         if self.bucket and self.prefix:
@@ -109,35 +104,6 @@ def _ensure_bucket(aws: Aws, bucket: str, region: str) -> None:
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
     with translated(f"create bucket {bucket}"):
         aws.s3.create_bucket(**kwargs)
-
-
-def _create_queues(aws: Aws, session_id: str, priorities: int, created: _Created) -> dict[str, str]:
-    tags = {naming.TAG_SESSION: session_id}
-    with translated("create dead-letter queue"):
-        dlq = aws.sqs.create_queue(QueueName=naming.dlq_name(session_id), tags=tags)["QueueUrl"]
-    created.queues.append(dlq)
-    with translated("read dead-letter queue"):
-        dlq_arn = aws.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-    # A backstop: messages that keep coming back without being claimed end up in the DLQ.
-    redrive = json.dumps(
-        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES_BEFORE_DLQ}
-    )
-    urls = {"dlq": dlq}
-    for priority in range(1, priorities + 1):
-        with translated(f"create queue p{priority}"):
-            url = aws.sqs.create_queue(
-                QueueName=naming.queue_name(session_id, priority),
-                tags=tags,
-                Attributes={
-                    "RedrivePolicy": redrive,
-                    "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
-                },
-            )["QueueUrl"]
-        created.queues.append(url)
-        urls[f"p{priority}"] = url
-    return urls
 
 
 def _create_tables(aws: Aws, session_id: str, created: _Created) -> dict[str, str]:
@@ -222,7 +188,7 @@ def cleanup_session(info: SessionInfo, report: Report = _quiet) -> dict[str, int
     aws = Aws(info.region, info.endpoint_url)
     removed = {"queues": 0, "tables": 0, "objects": 0}
     for url in info.queue_urls.values():
-        removed["queues"] += _ignore_missing(partial(aws.sqs.delete_queue, QueueUrl=url))
+        removed["queues"] += _ignore_missing(partial(queues.delete, aws, url))
     report(f"deleted {removed['queues']} queues")
     for table in info.tables.values():
         removed["tables"] += _ignore_missing(partial(aws.ddb.delete_table, TableName=table))

@@ -67,7 +67,7 @@ class Monitor:
         sent = self.dispatcher.fill()
         if sent:
             decisions.append(f"released {sent} job messages into the queues")
-        depths, in_flight = self._queue_depths()
+        depths, in_flight = self.session.queues.depths()
         with self.lock:
             self.snapshot = PoolSnapshot(
                 now, vms, counts, depths, decisions, busy, in_flight, self._running
@@ -245,21 +245,3 @@ class Monitor:
                 self._sent.pop(job_id, None)
         for job_id in set(self._sent) - current:
             del self._sent[job_id]
-
-    def _queue_depths(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Messages waiting and in flight per queue (for display only: -1 when unknown)."""
-        depths, in_flight = {}, {}
-        for name, url in self.session.info.queue_urls.items():
-            try:
-                attrs = self.session.aws.sqs.get_queue_attributes(
-                    QueueUrl=url,
-                    AttributeNames=[
-                        "ApproximateNumberOfMessages",
-                        "ApproximateNumberOfMessagesNotVisible",
-                    ],
-                )["Attributes"]
-                depths[name] = int(attrs["ApproximateNumberOfMessages"])
-                in_flight[name] = int(attrs["ApproximateNumberOfMessagesNotVisible"])
-            except Exception:  # depths are for display only
-                depths[name] = in_flight[name] = -1
-        return depths, in_flight

@@ -26,9 +26,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from shared.aws import translated
-from shared.errors import AwsError
-from shared.message import JobMessage, wake
+from shared.message import JobMessage
 from shared.session import Session
 from shared.timeutil import parse_iso, utcnow
 from shared.transitions import SENT, pending_key
@@ -113,7 +111,7 @@ class Dispatcher:
         for eff, items in by_queue.items():
             sent += self._send(eff, items)
         if sent and in_window == 0 and set(by_queue) != {1}:
-            self._ring()
+            self._session.queues.ring()
         return sent
 
     def _raise_aged(self, out: list[dict[str, Any]], now: datetime) -> None:
@@ -131,44 +129,17 @@ class Dispatcher:
             log.info("%d waiting jobs raised to priority %d", len(items), lane)
             self._send(lane, items)
 
-    def _ring(self) -> None:
-        try:
-            with translated("wake idle agents"):
-                self._session.aws.sqs.send_message(
-                    QueueUrl=self._session.info.queue_url(1), MessageBody=wake(self._session.id)
-                )
-        except AwsError as err:  # idle agents sweep every lane within a minute anyway
-            log.warning("%s", err)
-
-    def _send(self, queue_priority: int, items: list[dict[str, Any]]) -> int:
-        url = self._session.info.queue_url(queue_priority)
-        sent = 0
-        for start in range(0, len(items), 10):
-            chunk = items[start : start + 10]
-            entries = [
-                {
-                    "Id": str(i),
-                    "MessageBody": JobMessage(
-                        self._session.id,
-                        item["id"],
-                        int(item["attempt"]),
-                        int(item.get("cores", 1)),
-                    ).encode(),
-                }
-                for i, item in enumerate(chunk)
-            ]
-            failed: set[str] = set(e["Id"] for e in entries)
-            try:
-                with translated("send job messages"):
-                    out = self._session.aws.sqs.send_message_batch(QueueUrl=url, Entries=entries)
-                failed = {f["Id"] for f in out.get("Failed", [])}
-            except Exception:
-                log.warning(
-                    "sending %d job messages failed; they stay pending", len(chunk), exc_info=True
-                )
-            for i, item in enumerate(chunk):
-                if str(i) in failed:
-                    self._session.jobs.mark_pending(item["id"], int(item["priority"]), None)
-                else:
-                    sent += 1
-        return sent
+    def _send(self, priority: int, items: list[dict[str, Any]]) -> int:
+        """Send the items' messages to a priority's queue; a job whose message did not go
+        out is pending again (whoever fills next sends it)."""
+        bodies = [
+            JobMessage(
+                self._session.id, item["id"], int(item["attempt"]), int(item.get("cores", 1))
+            ).encode()
+            for item in items
+        ]
+        outcome = self._session.queues.send(priority, bodies)
+        for item, sent in zip(items, outcome, strict=True):
+            if not sent:
+                self._session.jobs.mark_pending(item["id"], int(item["priority"]), None)
+        return sum(outcome)

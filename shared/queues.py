@@ -1,27 +1,89 @@
-"""A session's job queues as an agent uses them: receive, acknowledge (deleted in batches, a
-little later), hand back, dead-letter. A message is only a hint (docs/design.md): a failure
-here costs a delay, never a job, so acknowledging and handing back log and go on."""
+"""A session's SQS queues, the one place clobi talks to SQS: one queue per priority (`p1` the
+lowest) and a dead-letter queue. Created with their redrive policy and visibility timeout;
+dispatchers send job messages in batches and ring the doorbell; agents receive, acknowledge
+(deleted in batches, a little later), hand back and dead-letter; the Resource Manager reads
+depths. A message is only a hint (docs/design.md): a failure here costs a delay, never a job,
+so acknowledging, handing back and ringing log and go on."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from typing import Any
 
+from shared import naming
 from shared.aws import Aws, translated
 from shared.errors import AwsError
+from shared.message import wake
 
 log = logging.getLogger(__name__)
 ACK_AFTER_S = 0.5  # handled messages are deleted in batches, at most about this much later
 SQS_BATCH = 10  # entries in one SQS batch request
+MAX_RECEIVES_BEFORE_DLQ = 10
+# Short: a message received by an agent that then died (or froze in a long poll) comes back
+# soon. A slow claim that sees its message again loses nothing: the second claim fails.
+VISIBILITY_TIMEOUT_S = 10
 Received = tuple[str, dict[str, Any]]  # (queue URL, the message as SQS gave it)
+DEPTHS = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+NOT_YET = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+def create(aws: Aws, session_id: str, priorities: int, made: list[str]) -> dict[str, str]:
+    """A session's queues, by name (`p1`..`pN`, `dlq`); each URL goes into `made` as soon
+    as it exists, so a caller can remove a half-made set. Raises AwsError."""
+    tags = {naming.TAG_SESSION: session_id}
+    with translated("create dead-letter queue"):
+        dlq = aws.sqs.create_queue(QueueName=naming.dlq_name(session_id), tags=tags)["QueueUrl"]
+    made.append(dlq)
+    # A backstop: messages that keep coming back without being claimed end up in the DLQ.
+    redrive = json.dumps(
+        {"deadLetterTargetArn": _arn(aws, dlq), "maxReceiveCount": MAX_RECEIVES_BEFORE_DLQ}
+    )
+    urls = {"dlq": dlq}
+    for priority in range(1, priorities + 1):
+        with translated(f"create queue p{priority}"):
+            url = aws.sqs.create_queue(
+                QueueName=naming.queue_name(session_id, priority),
+                tags=tags,
+                Attributes={
+                    "RedrivePolicy": redrive,
+                    "VisibilityTimeout": str(VISIBILITY_TIMEOUT_S),
+                },
+            )["QueueUrl"]
+        made.append(url)
+        urls[f"p{priority}"] = url
+    return urls
+
+
+def _arn(aws: Aws, url: str, tries: int = 6) -> str:
+    """A new queue's ARN. SQS may not know a queue for about a second after creating it
+    (AWS asks callers to wait), so "no such queue" is asked again, with backoff."""
+    for attempt in range(tries):
+        try:
+            with translated("read dead-letter queue"):
+                attrs = aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            return str(attrs["Attributes"]["QueueArn"])
+        except AwsError as err:
+            if err.code not in NOT_YET or attempt == tries - 1:
+                raise
+            time.sleep(0.25 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def delete(aws: Aws, url: str) -> None:
+    """Delete one queue. Raises AwsError (a missing queue's code is in NOT_YET)."""
+    with translated("delete queue"):
+        aws.sqs.delete_queue(QueueUrl=url)
 
 
 class JobQueues:
-    def __init__(self, aws: Aws, dead_letter_url: str) -> None:
+    def __init__(self, aws: Aws, session_id: str, urls: dict[str, str]) -> None:
         self._aws = aws
-        self._dlq = dead_letter_url
+        self._session_id = session_id
+        self._urls = urls
+        self._dlq = urls["dlq"]
         self._lock = threading.Lock()
         self._to_ack: list[Received] = []
         self._to_ack_since = 0.0
@@ -94,3 +156,48 @@ class JobQueues:
                 MessageBody=message["Body"][:200_000],
                 MessageAttributes={"reason": {"DataType": "String", "StringValue": why[:256]}},
             )
+
+    def url(self, priority: int) -> str:
+        return self._urls[f"p{priority}"]
+
+    def send(self, priority: int, bodies: list[str]) -> list[bool]:
+        """Send messages to a priority's queue, in batches; whether each one was sent (one
+        not sent is the caller's to undo). Never raises: a failed batch is all False."""
+        sent: list[bool] = []
+        for first in range(0, len(bodies), SQS_BATCH):
+            chunk = bodies[first : first + SQS_BATCH]
+            entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)]
+            try:
+                with translated("send job messages"):
+                    out = self._aws.sqs.send_message_batch(
+                        QueueUrl=self.url(priority), Entries=entries
+                    )
+                failed = {f["Id"] for f in out.get("Failed", [])}
+            except AwsError as err:
+                log.warning("sending %d job messages failed: %s", len(chunk), err)
+                failed = {e["Id"] for e in entries}
+            sent += [str(i) not in failed for i in range(len(chunk))]
+        return sent
+
+    def ring(self) -> None:
+        """The doorbell: a wake message in the lowest queue, the only one idle agents
+        long-poll, on which they receive from every queue."""
+        try:
+            with translated("wake idle agents"):
+                self._aws.sqs.send_message(QueueUrl=self.url(1), MessageBody=wake(self._session_id))
+        except AwsError as err:  # idle agents look at every queue within a minute anyway
+            log.warning("%s", err)
+
+    def depths(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Messages waiting and in flight per queue name, -1 where unknown (for display)."""
+        waiting, in_flight = {}, {}
+        for name, url in self._urls.items():
+            try:
+                with translated(f"read the depth of queue {name}"):
+                    attrs = self._aws.sqs.get_queue_attributes(
+                        QueueUrl=url, AttributeNames=list(DEPTHS)
+                    )["Attributes"]
+                waiting[name], in_flight[name] = (int(attrs[key]) for key in DEPTHS)
+            except AwsError:
+                waiting[name] = in_flight[name] = -1
+        return waiting, in_flight

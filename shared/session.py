@@ -42,7 +42,7 @@ class Session:
 
     @cached_property
     def queues(self) -> JobQueues:
-        return JobQueues(self.aws, self.info.queue_urls["dlq"])
+        return JobQueues(self.aws, self.id, self.info.queue_urls)
 
     @cached_property
     def vms(self) -> VmTable:
