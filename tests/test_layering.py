@@ -35,3 +35,15 @@ def test_components_import_shared_never_each_other() -> None:
         others = set(COMPONENTS) - {package}
         assert [(f, top) for f, top in _imports(package) if top in others] == [], package
     assert [f for f, top in _imports("shared") if top in (*COMPONENTS, "embedded")] == []
+
+
+def test_only_the_queue_module_calls_sqs() -> None:
+    """SQS has one home (shared/queues.py): anything else reaching `.sqs` bypasses its
+    batching, its retries and the hint rules of docs/design.md."""
+    callers = []
+    for package in ("shared", *COMPONENTS, "clobi"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr == "sqs":
+                    callers.append(str(path.relative_to(ROOT)))
+    assert set(callers) <= {"shared/queues.py", "shared/aws.py"}, callers
