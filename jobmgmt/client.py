@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jobmgmt.validate import validate_all
+from jobmgmt.waiting import Progress, wait_for
 from shared import naming, sandbox, sessionfile
 from shared.aws import translated
 from shared.dispatch import Dispatcher
@@ -31,7 +32,6 @@ from shared.session import Session
 from shared.vms import AUTOSCALE_SETTING
 
 MAX_BATCH_DRAWS = 5
-Progress = Callable[[str], None]
 Counter = Callable[[int, int], None]  # (done, total)
 
 
@@ -165,6 +165,8 @@ class JobClient:
                 done += len(part)
                 if progress:
                     progress(done, len(jobs))
+        batch = jobs[0].id.rsplit(".", 1)[0]
+        self.session.events.record_submission(batch, len(jobs))
 
     def _packed(self, spec: JobSpec) -> tuple[str, bytes]:
         """Script and inputs packed, with the content-addressed key they are stored under."""
@@ -218,20 +220,12 @@ class JobClient:
         progress: Progress | None = None,
         poll_s: float = 1.0,
     ) -> list[JobStatus]:
-        """Block until the jobs are all finished; returns their status. Raises TimeoutError."""
+        """Block until the jobs (all of the session's, without ids) are finished; returns
+        their status. Unknown ids raise JobNotFound. Raises TimeoutError."""
         ids = list(ids or [])
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            rows = self.status(ids or None)
-            if progress:
-                progress(summary(rows))
-            if all(r.state.terminal for r in rows):
-                return rows
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"timed out after {timeout:g} s: {summary(rows)}")
-            time.sleep(
-                poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic()))
-            )
+        if ids:
+            self._existing(ids)
+        return wait_for(self.session, ids, timeout, progress, poll_s, summary)
 
     def idle_pool(self) -> str | None:
         """Why queued jobs would wait for ever, if they would: no VM runs or starts, and the

@@ -11,6 +11,7 @@ from shared.aws import Aws, from_item, to_item, to_value, translated
 from shared.timeutil import iso, parse_iso, utcnow
 
 SESSION_KEY = "-"  # events about the session or its VMs, not a job
+SUBMISSIONS_KEY = "+"  # one item per submission: its batch and how many jobs it made
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,35 @@ class EventLog:
                 requests = out.get("UnprocessedItems", {}).get(self.table, [])
 
     def for_job(self, job_id: str) -> list[Event]:
-        events: list[Event] = []
+        return [_event(raw) for raw in self._partition(job_id)]
+
+    def record_submission(self, batch: str, count: int) -> None:
+        """That the submission `batch` made jobs `<batch>.0` .. `<batch>.<count-1>`; written
+        once they all exist, so a reader never waits for a job that is not there. Repeating
+        it (a resumed submit) writes the same item again."""
+        item = {"job_id": SUBMISSIONS_KEY, "sk": batch, "count": count, "at": iso(utcnow())}
+        with translated("record the submission"):
+            self._aws.ddb.put_item(TableName=self.table, Item=to_item(item))
+
+    def submissions(self) -> dict[str, int]:
+        """Every complete submission of the session, batch -> job count: a consistent read of
+        the base table (no index lag), so a job submitted before the call is never missed."""
+        return {raw["sk"]: int(raw["count"]) for raw in self._partition(SUBMISSIONS_KEY)}
+
+    def _partition(self, key: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "job_id = :j",
-            "ExpressionAttributeValues": {":j": to_value(job_id)},
+            "ExpressionAttributeValues": {":j": to_value(key)},
+            "ConsistentRead": True,
         }
         while True:
             with translated("read events"):
                 page = self._aws.ddb.query(**kwargs)
-            events.extend(_event(from_item(item)) for item in page.get("Items", []))
+            found.extend(from_item(item) for item in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
-                return events
+                return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
