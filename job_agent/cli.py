@@ -6,16 +6,18 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from job_agent.agent import JobAgent
-from job_agent.boot import IMDS_DEFAULT, imds_endpoint, load_bootstrap
+from job_agent.boot import load_bootstrap
 from shared.home import clobi_home
 from shared.models import Reason
+
+# Left by a drained agent on EC2 for clobi-agent.service's ExecStopPost, which powers off.
+POWER_OFF = "power-off"
 
 
 def register(commands: Any) -> None:
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     on_ec2 = any(
         c.name == bootstrap.cloud and c.driver == "ec2" for c in bootstrap.session.config.clouds
     )
-    power_off = _power_off(on_ec2)
+    power_off = _power_off(on_ec2, root)
     agent = JobAgent(bootstrap, root, power_off=power_off, watch_spot=on_ec2)
 
     def on_term(signum: int, frame: object) -> None:
@@ -66,14 +68,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _power_off(on_ec2: bool) -> Callable[[], None]:
-    """Local VMs: the process exits. EC2: the instance shuts down, which terminates it
-    (the driver launches with InstanceInitiatedShutdownBehavior=terminate)."""
+def _power_off(on_ec2: bool, root: Path) -> Callable[[], None]:
+    """Local VMs: the process exits. EC2: it leaves POWER_OFF in its work folder and exits;
+    the unit's stop hook, which alone has the privilege, then shuts the instance down, which
+    terminates it (the driver launches with InstanceInitiatedShutdownBehavior=terminate).
+    Should neither happen, the Resource Manager terminates a VM whose record is stopped."""
 
     def off() -> None:
+        if on_ec2:
+            (root / POWER_OFF).write_text("drained\n")
         logging.shutdown()
-        if on_ec2 and imds_endpoint() == IMDS_DEFAULT:  # not with a test's fake metadata
-            subprocess.run(["shutdown", "-h", "now"], check=False)
         os._exit(0)
 
     return off

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from job_agent.cli import POWER_OFF
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from shared.models import Bootstrap, Ec2Cloud, JobState, VmState
@@ -62,6 +63,7 @@ def test_an_agent_boots_from_user_data_runs_a_job_and_drains_on_spot_interruptio
         assert record is not None and record.state is VmState.RUNNING
         imds.interrupted = True
         assert agent.wait(timeout=30) == 0, "a drained agent powers off"
+        assert (tmp_path / "vm" / POWER_OFF).exists(), "the unit's stop hook powers off"
         record = session.vms.get(boot.vm_id)
         assert record is not None and record.state is VmState.STOPPED and record.drain
         assert imds.refused == 0, "every metadata request carried an IMDSv2 token"
