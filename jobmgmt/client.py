@@ -90,7 +90,7 @@ class JobClient:
                     continue  # a random batch id that another submission holds: draw again
                 self._check_token(jobs[0].id.partition(".")[0], token or "", digest)
                 self._create(jobs, progress, resume=True)  # this one, resumed after a crash
-            Dispatcher(self.session).fill()
+            Dispatcher(self.session).fill(fresh=[job.pending() for job in jobs])
             return [job.id for job in jobs]
         raise ClobiError(f"no free batch id after {MAX_BATCH_DRAWS} draws")
 

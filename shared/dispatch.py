@@ -13,9 +13,12 @@ to, every fill sends it a new one in the higher lane (the old one turns into a s
 busy agents that never read the low lanes still reach it, within about (levels to the top + 1)
 x `starvation_s` under any load.
 
-Idle agents long-poll only the lowest lane (p1, where default-priority work goes), so an idle
-pool costs few requests. When a fill finds the window empty and sends work to a higher lane, it
-also rings a doorbell: a wake message in p1, on which an idle agent sweeps every lane.
+Idle agents long-poll only the lowest queue (p1, where default-priority work goes), so an idle
+pool costs few requests. When a fill sends work to a higher queue it also rings a doorbell: a
+wake message in p1, on which an idle agent receives from every queue.
+
+The indexes lag the table on AWS: a submitter's own fill, right after its writes, may not find
+its jobs there. So it passes them in (`fresh`); the conditional mark is the same either way.
 """
 
 from __future__ import annotations
@@ -71,11 +74,17 @@ class Dispatcher:
         self._config = session.info.config
         self._empty_until: dict[int, float] = {}
 
-    def fill(self, min_room: int = 1, every_priority: bool = False) -> int:
+    def fill(
+        self,
+        min_room: int = 1,
+        every_priority: bool = False,
+        fresh: list[dict[str, Any]] | None = None,
+    ) -> int:
         """Release messages for pending jobs until the window is full; returns how many.
         Does nothing while fewer than `min_room` places are free (busy agents top up in
         bulk, which keeps dispatchers from racing each other for the same jobs).
-        `every_priority` asks the priorities lately found empty too (before going idle)."""
+        `every_priority` asks the priorities lately found empty too (before going idle);
+        `fresh` are jobs the caller has just created, which the index may not show yet."""
         if every_priority:
             self._empty_until.clear()
         now = utcnow()
@@ -85,22 +94,17 @@ class Dispatcher:
         room = self._config.dispatch_window - in_window
         if room < max(1, min_room):
             return 0
-        candidates: list[tuple[int, int, dict[str, Any]]] = []
+        found: dict[str, dict[str, Any]] = {item["id"]: item for item in fresh or []}
         for priority in range(1, self._config.priorities + 1):
             if self._empty_until.get(priority, 0.0) > time.monotonic():
                 continue
-            found = list(self._session.jobs.by_dispatch(pending_key(priority), limit=room))
-            if not found:
+            pending = list(self._session.jobs.by_dispatch(pending_key(priority), limit=room))
+            if not pending:
                 self._empty_until[priority] = time.monotonic() + EMPTY_SKIP_S
-            for item in found:
-                eff = effective_priority(
-                    priority,
-                    parse_iso(item.get("submitted_at")),
-                    now,
-                    self._config.starvation_s,
-                    self._config.priorities,
-                )
-                candidates.append((eff, int(item.get("seq", 0)), item))
+            found.update((item["id"], item) for item in pending)
+        candidates = [
+            (self._effective(item, now), int(item.get("seq", 0)), item) for item in found.values()
+        ]
         candidates.sort(key=lambda c: (-c[0], c[1]))
         chosen = candidates[:room]
         lane = {item["id"]: eff for eff, _, item in chosen}
@@ -110,9 +114,18 @@ class Dispatcher:
         sent = 0
         for eff, items in by_queue.items():
             sent += self._send(eff, items)
-        if sent and in_window == 0 and set(by_queue) != {1}:
+        if sent and set(by_queue) != {1}:
             self._session.queues.ring()
         return sent
+
+    def _effective(self, item: dict[str, Any], now: datetime) -> int:
+        return effective_priority(
+            int(item["priority"]),
+            parse_iso(item.get("submitted_at")),
+            now,
+            self._config.starvation_s,
+            self._config.priorities,
+        )
 
     def _raise_aged(self, out: list[dict[str, Any]], now: datetime) -> None:
         """Send a new message, in its higher lane, for each sent job whose effective priority

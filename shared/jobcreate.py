@@ -27,6 +27,16 @@ class NewJob:
     seq: int  # dispatch order within a priority (submission order)
     submission: str | None = None  # digest of the whole submission it belongs to
 
+    def pending(self) -> dict[str, Any]:
+        """What a dispatcher reads of a pending job (its dispatch index fields)."""
+        return {
+            "id": self.id,
+            "priority": self.priority,
+            "seq": self.seq,
+            "attempt": 0,
+            "cores": int(self.task.get("cores", 1)),
+        }
+
 
 class JobCreation(JobQueries):
     """The creation of a session's jobs (and their reads)."""
