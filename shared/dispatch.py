@@ -73,13 +73,17 @@ class Dispatcher:
         self._config = session.info.config
         self._empty_until: dict[int, float] = {}
 
-    def fill(self, min_room: int = 1, every_priority: bool = False) -> int:
+    def fill(
+        self, min_room: int = 1, every_priority: bool = False, *, clock: float | None = None
+    ) -> int:
         """Release messages for pending jobs until the window is full; returns how many.
         Does nothing while fewer than `min_room` places are free (busy agents top up in
         bulk, which keeps dispatchers from racing each other for the same jobs).
-        `every_priority` asks the priorities lately found empty too (before going idle)."""
+        `every_priority` asks the priorities lately found empty too (before going idle).
+        `clock`: the caller's monotonic time (a loop's `step(now)`), else time.monotonic()."""
         if every_priority:
             self._empty_until.clear()
+        clock = time.monotonic() if clock is None else clock
         now = utcnow()
         out = list(self._session.jobs.by_dispatch(SENT))  # the window: one query, as a count
         self._raise_aged(out, now)
@@ -89,11 +93,11 @@ class Dispatcher:
             return 0
         candidates: list[tuple[int, int, dict[str, Any]]] = []
         for priority in range(1, self._config.priorities + 1):
-            if self._empty_until.get(priority, 0.0) > time.monotonic():
+            if self._empty_until.get(priority, 0.0) > clock:
                 continue
             found = list(self._session.jobs.by_dispatch(pending_key(priority), limit=room))
             if not found:
-                self._empty_until[priority] = time.monotonic() + EMPTY_SKIP_S
+                self._empty_until[priority] = clock + EMPTY_SKIP_S
             for item in found:
                 eff = effective_priority(
                     priority,
