@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from job_agent.ebs import EbsAttacher, EbsVolumes
-from job_agent.volumes import S3Volumes, VolumeProvider
+from job_agent.volumes import VolumeProvider
+from job_agent.volumes.attachments import EbsAttacher
+from job_agent.volumes.ebs import EbsVolumes
+from job_agent.volumes.s3 import S3Volumes
 from shared.aws import Aws
-from shared.errors import ClobiError
+from shared.errors import ReleaseError
 from shared.models import Bootstrap, Ec2Cloud
 
 
@@ -26,8 +28,8 @@ class ReleaseVolumes(VolumeProvider):
         if provider is not None:
             return provider.mount(release)
         if release in self._elsewhere:
-            raise ClobiError(f"release {release!r} {self._elsewhere[release]}")
-        raise ClobiError(f"release {release!r} is not known to the session")
+            raise ReleaseError(f"release {release!r} {self._elsewhere[release]}")
+        raise ReleaseError(f"release {release!r} is not known to the session")
 
     def unmount_all(self) -> None:
         """See VolumeProvider: every provider's volumes. Idempotent; never raises."""

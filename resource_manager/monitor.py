@@ -63,8 +63,9 @@ class Monitor:
             self._started = True
         vms = self._check_vms(now, decisions)
         counts, busy = self._reap(now, decisions)
-        self._redispatch(now, decisions)
-        sent = self.dispatcher.fill()
+        # Jobs put back to pending are in priorities the dispatcher may remember as empty.
+        redispatched = self._redispatch(now, decisions)
+        sent = self.dispatcher.fill(every_priority=redispatched, clock=now)
         if sent:
             decisions.append(f"released {sent} job messages into the queues")
         depths, in_flight = self.session.queues.depths()
@@ -225,8 +226,11 @@ class Monitor:
             if self.session.jobs.refuse(item["id"], Reason.TOO_BIG, why):
                 decisions.append(f"job {item['id']}: failed, {why}")
 
-    def _redispatch(self, now: float, decisions: list[str]) -> None:
+    def _redispatch(self, now: float, decisions: list[str]) -> bool:
+        """Put back to pending the sent jobs whose message went unclaimed for resend_s;
+        returns whether it put back any."""
         current: set[str] = set()
+        again = False
         for item in self.session.jobs.by_dispatch(SENT):
             job_id = item["id"]
             current.add(job_id)
@@ -243,5 +247,7 @@ class Monitor:
                     f"{self.redispatch_after_s:.0f} s; sending it again"
                 )
                 self._sent.pop(job_id, None)
+                again = True
         for job_id in set(self._sent) - current:
             del self._sent[job_id]
+        return again

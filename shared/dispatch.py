@@ -79,14 +79,18 @@ class Dispatcher:
         min_room: int = 1,
         every_priority: bool = False,
         fresh: list[dict[str, Any]] | None = None,
+        *,
+        clock: float | None = None,
     ) -> int:
         """Release messages for pending jobs until the window is full; returns how many.
         Does nothing while fewer than `min_room` places are free (busy agents top up in
         bulk, which keeps dispatchers from racing each other for the same jobs).
         `every_priority` asks the priorities lately found empty too (before going idle);
-        `fresh` are jobs the caller has just created, which the index may not show yet."""
+        `fresh` are jobs the caller has just created, which the index may not show yet.
+        `clock`: the caller's monotonic time (a loop's `step(now)`), else time.monotonic()."""
         if every_priority:
             self._empty_until.clear()
+        clock = time.monotonic() if clock is None else clock
         now = utcnow()
         out = list(self._session.jobs.by_dispatch(SENT))  # the window: one query, as a count
         self._raise_aged(out, now)
@@ -96,11 +100,11 @@ class Dispatcher:
             return 0
         found: dict[str, dict[str, Any]] = {item["id"]: item for item in fresh or []}
         for priority in range(1, self._config.priorities + 1):
-            if self._empty_until.get(priority, 0.0) > time.monotonic():
+            if self._empty_until.get(priority, 0.0) > clock:
                 continue
             pending = list(self._session.jobs.by_dispatch(pending_key(priority), limit=room))
             if not pending:
-                self._empty_until[priority] = time.monotonic() + EMPTY_SKIP_S
+                self._empty_until[priority] = clock + EMPTY_SKIP_S
             found.update((item["id"], item) for item in pending)
         candidates = [
             (self._effective(item, now), int(item.get("seq", 0)), item) for item in found.values()

@@ -29,6 +29,10 @@ class DriverError(ClobiError):
     """A cloud driver could not launch, list or terminate VMs."""
 
 
+class ReleaseError(ClobiError):
+    """A release volume could not be mounted (unknown, refused, or its cloud or disk failed)."""
+
+
 class SandboxError(ClobiError):
     """A sandbox archive is unsafe or too large."""
 

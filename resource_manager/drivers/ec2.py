@@ -2,7 +2,8 @@
 
 Launch is idempotent twice over: the instance is looked up by its VM tag first, and
 RunInstances carries a ClientToken derived from the VM id, so a retried launch (say, after a
-lost response) never starts a second instance on AWS.
+lost response) never starts a second instance on AWS. Every AWS error leaves the driver as
+the DriverError the interface promises (`_calling`), its AwsError kept as the cause.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from resource_manager.drivers.base import CloudDriver, Instance
@@ -58,7 +61,7 @@ class Ec2Driver(CloudDriver):
                 if err.code in _PERMANENT:
                     break
                 time.sleep(min(8.0, 0.5 * 2**attempt))
-        raise DriverError(f"cloud {self.name}: cannot launch {bootstrap.vm_id}: {error}")
+        raise DriverError(f"cloud {self.name}: cannot launch {bootstrap.vm_id}: {error}") from error
 
     def _request(self, bootstrap: Bootstrap) -> dict[str, Any]:
         cloud = self._cloud
@@ -113,7 +116,7 @@ class Ec2Driver(CloudDriver):
         ids = [iid for vm in vm_ids for iid in self._find(vm, states=LISTED_STATES)]
         if not ids:
             return
-        with translated(f"terminate {len(ids)} instances in {self.name}"):
+        with self._calling(f"terminate {len(ids)} instances"):
             self._ec2.terminate_instances(InstanceIds=ids)
         deadline = time.monotonic() + TERMINATE_WAIT_S
         while True:
@@ -140,7 +143,7 @@ class Ec2Driver(CloudDriver):
                         deleted += 1
                     except AwsError as err:
                         if err.code != "InvalidVolume.NotFound":  # gone meanwhile: fine
-                            raise
+                            raise DriverError(f"cloud {self.name}: {err}") from err
             waiting = [v for v, state in volumes if state in ("in-use", "creating")]
             if not waiting:
                 return deleted
@@ -153,7 +156,7 @@ class Ec2Driver(CloudDriver):
             {"Name": f"tag:{TAG_SESSION}", "Values": [self._session_id]},
             {"Name": "tag-key", "Values": [TAG_RELEASE]},
         ]
-        with translated(f"list the session's volumes in {self.name}"):
+        with self._calling("list the session's volumes"):
             pages = self._ec2.get_paginator("describe_volumes").paginate(Filters=filters)
             return [
                 (v["VolumeId"], v["State"])
@@ -176,19 +179,25 @@ class Ec2Driver(CloudDriver):
 
     def _describe(self, filters: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
         found = []
+        with self._calling("list instances"):
+            pages = self._ec2.get_paginator("describe_instances").paginate(Filters=filters)
+            for page in pages:
+                for reservation in page.get("Reservations", []):
+                    for inst in reservation.get("Instances", []):
+                        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+                        found.append(
+                            (tags.get(TAG_VM, "?"), inst["InstanceId"], inst["State"]["Name"])
+                        )
+        return found
+
+    @contextmanager
+    def _calling(self, what: str) -> Iterator[None]:
+        """EC2 calls inside fail as DriverError (botocore's errors translated on the way)."""
         try:
-            with translated(f"list instances in {self.name}"):
-                pages = self._ec2.get_paginator("describe_instances").paginate(Filters=filters)
-                for page in pages:
-                    for reservation in page.get("Reservations", []):
-                        for inst in reservation.get("Instances", []):
-                            tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-                            found.append(
-                                (tags.get(TAG_VM, "?"), inst["InstanceId"], inst["State"]["Name"])
-                            )
+            with translated(f"{what} in {self.name}"):
+                yield
         except AwsError as err:
             raise DriverError(f"cloud {self.name}: {err}") from err
-        return found
 
 
 _PERMANENT = {

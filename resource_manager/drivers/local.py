@@ -37,6 +37,13 @@ class LocalDriver(CloudDriver):
         existing = _read_pid(vm_dir)
         if existing is not None:
             return f"pid-{existing}"
+        try:
+            return f"pid-{self._start(bootstrap, vm_dir)}"
+        except OSError as err:  # the VM's working area, its files, or the process itself
+            raise DriverError(f"cannot start a local agent for {bootstrap.vm_id}: {err}") from err
+
+    def _start(self, bootstrap: Bootstrap, vm_dir: Path) -> int:
+        """Start the agent process in a new session; returns its pid. Raises OSError."""
         private_dir(vm_dir)
         bootstrap = bootstrap.model_copy(update={"workdir": str(vm_dir / "work")})
         write_private(vm_dir / "bootstrap.json", bootstrap.model_dump_json())
@@ -53,19 +60,23 @@ class LocalDriver(CloudDriver):
                     env=self._env,
                     start_new_session=True,
                 )
-        except OSError as err:
+        except OSError:
             if folder is not None:
                 cgroup.remove(folder)
-            raise DriverError(f"cannot start a local agent: {err}") from err
+            raise
         record = {"pid": proc.pid, "start": _start_time(proc.pid), "cgroup": folder and str(folder)}
         write_private(vm_dir / "pid", json.dumps(record))
-        return f"pid-{proc.pid}"
+        return proc.pid
 
     def instances(self) -> list[Instance]:
-        if not self._root.exists():
+        try:
+            vm_dirs = sorted(self._root.iterdir())
+        except FileNotFoundError:
             return []
+        except OSError as err:
+            raise DriverError(f"cloud {self.name}: cannot list {self._root}: {err}") from err
         found = []
-        for vm_dir in sorted(self._root.iterdir()):
+        for vm_dir in vm_dirs:
             if not (vm_dir / "bootstrap.json").exists():
                 continue
             try:

@@ -12,83 +12,30 @@ What moto cannot prove, and how far these tests go instead:
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from job_agent.attachments import EbsAttacher, Waits
 from job_agent.boot import InstanceIdentity, instance_identity
-from job_agent.ebs import BlockDevices, EbsVolumes
-from job_agent.mounts import may_mount
 from job_agent.releases import release_volumes
+from job_agent.volumes.attachments import Waits
+from job_agent.volumes.ebs import BlockDevices, EbsVolumes
+from job_agent.volumes.mounts import may_mount
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
-from resource_manager.drivers.ec2 import Ec2Driver
 from resource_manager.iam_policies import fill
 from shared import naming, sessionfile
-from shared.aws import Aws
 from shared.errors import ClobiError
-from shared.models import Bootstrap, Ec2Cloud, ReleaseConfig
+from shared.models import Bootstrap, ReleaseConfig
 from shared.session import Session
 from tests.faults.imds import fake_imds
 from tests.helpers import wait_until
-
-ZONE = "us-east-1c"  # not the endpoint's default zone, so that "in the right zone" means something
-FAST = Waits(create_s=10, attach_s=10, device_s=10, detach_s=10, poll_s=0.01)
-
-
-@dataclass
-class Vm:
-    """An EC2 instance of a session, launched by the real driver, and snapshots to mount."""
-
-    session: Session
-    ec2: Any
-    vm_id: str
-    identity: InstanceIdentity
-    snapshots: list[str]
-
-    def attacher(self, waits: Waits = FAST, instance_id: str | None = None) -> EbsAttacher:
-        identity = InstanceIdentity(instance_id or self.identity.instance_id, self.identity.zone)
-        return EbsAttacher(self.ec2, self.session.id, self.vm_id, lambda: identity, waits)
-
-    def volumes(self) -> list[dict[str, Any]]:
-        """The release volumes in EC2 (the instance's root volume has no release tag)."""
-        tag = [{"Name": f"tag:{naming.TAG_RELEASE}", "Values": ["*"]}]
-        return list(self.ec2.describe_volumes(Filters=tag)["Volumes"])
-
-
-def make_snapshot(ec2: Any) -> str:
-    volume = ec2.create_volume(Size=1, AvailabilityZone=ZONE)["VolumeId"]
-    snapshot = str(ec2.create_snapshot(VolumeId=volume)["SnapshotId"])
-    ec2.delete_volume(VolumeId=volume)
-    return snapshot
-
-
-@pytest.fixture
-def vm(aws_endpoint: str, make_session: Callable[..., Session]) -> Vm:
-    ec2 = Aws("us-east-1", aws_endpoint).client("ec2")
-    snapshots = [make_snapshot(ec2) for _ in range(3)]
-    subnet = ec2.describe_subnets(Filters=[{"Name": "availability-zone", "Values": [ZONE]}])
-    cloud = Ec2Cloud(
-        name="aws", driver="ec2", ami="ami-12c6146b", subnet_id=subnet["Subnets"][0]["SubnetId"]
-    )
-    releases = {f"{i}.0": ReleaseConfig(snapshot=s) for i, s in enumerate(snapshots, start=1)}
-    session = make_session(clouds=(cloud,), releases=releases)
-    vm_id = naming.new_vm_id("aws")
-    boot = Bootstrap(vm_id=vm_id, cloud="aws", cores=1, session=session.info)
-    instance_id = Ec2Driver(session.info, cloud, session.aws).launch(boot)
-    (reservation,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-    zone = reservation["Instances"][0]["Placement"]["AvailabilityZone"]
-    assert zone == ZONE
-    return Vm(session, ec2, vm_id, InstanceIdentity(instance_id, zone), snapshots)
+from tests.job_agent.ec2vm import ZONE, Vm
 
 
 def one_line(err: pytest.ExceptionInfo[ClobiError]) -> str:
@@ -321,36 +268,6 @@ def test_releases_go_to_the_provider_of_their_kind(
     assert vm.volumes() == []
 
 
-@pytest.fixture
-def loop_disks(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """Real block devices (loop devices over ext4 images) to stand in for EBS disks."""
-    if os.geteuid() != 0 or not (shutil.which("losetup") and shutil.which("mkfs.ext4")):
-        pytest.skip("needs root, losetup and mkfs.ext4")
-    loops: list[str] = []
-
-    def make(text: str) -> Path:
-        content = tmp_path / f"content-{len(loops)}"
-        content.mkdir()
-        (content / "data.txt").write_text(text)
-        image = tmp_path / f"disk-{len(loops)}.img"
-        subprocess.run(["truncate", "-s", "8M", str(image)], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-d", str(content), str(image)], check=True)
-        done = subprocess.run(
-            ["losetup", "--find", "--show", "--read-only", str(image)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.skip(f"no loop device: {done.stderr.strip()}")
-        loops.append(done.stdout.strip())
-        return Path(loops[-1])
-
-    yield make
-    for loop in loops:
-        subprocess.run(["losetup", "-d", loop], check=False)
-
-
 def test_several_releases_are_mounted_read_only_at_once_and_all_removed_at_the_end(
     tmp_path: Path, vm: Vm, loop_disks: Callable[[str], Path]
 ) -> None:
@@ -385,80 +302,3 @@ def test_several_releases_are_mounted_read_only_at_once_and_all_removed_at_the_e
     assert not any(path.exists() for path in dirs.values())
     assert vm.volumes() == []
     volumes.unmount_all()
-
-
-def test_the_mount_needs_only_cap_sys_admin_as_the_agent_unit_grants(
-    tmp_path: Path, loop_disks: Callable[[str], Path]
-) -> None:
-    """The EC2 agent runs as user clobi with CAP_SYS_ADMIN (and CAP_DAC_OVERRIDE), not as root:
-    util-linux's mount refuses that caller, the mount(2) call the provider makes does not."""
-    if shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv")
-    disk = loop_disks("capable\n")
-    target = tmp_path / "mnt"
-    target.mkdir()
-    code = (
-        "import os, sys\n"
-        "from pathlib import Path\n"
-        "from job_agent.mounts import may_mount, mount_read_only, unmount\n"
-        "assert os.geteuid() != 0 and may_mount()\n"
-        "mount_read_only(Path(sys.argv[1]), Path(sys.argv[2]), 'x')\n"
-        "print(Path(sys.argv[2], 'data.txt').read_text(), end='')\n"
-        "unmount(Path(sys.argv[2]))\n"
-    )
-    caps = "+sys_admin,+dac_override"
-    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    as_nobody += [f"--inh-caps={caps}", f"--ambient-caps={caps}"]
-    done = subprocess.run(
-        [*as_nobody, sys.executable, "-c", code, str(disk), str(target)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "capable\n"
-    assert not target.exists() and not os.path.ismount(target)
-
-
-def test_loop_images_and_bind_mounts_need_only_cap_sys_admin_too(tmp_path: Path) -> None:
-    """`loop` and `dir` releases (S3Volumes) mount the same way, as the unit's user."""
-    tools = ("setpriv", "losetup", "mkfs.ext4")
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in tools):
-        pytest.skip("needs root, setpriv, losetup and mkfs.ext4")
-    content = tmp_path / "content"
-    content.mkdir()
-    (content / "data.txt").write_text("looped\n")
-    image = tmp_path / "release.img"
-    subprocess.run(["truncate", "-s", "8M", str(image)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-d", str(content), str(image)], check=True)
-    code = (
-        "import os, sys\n"
-        "from pathlib import Path\n"
-        "from job_agent.mounts import *\n"
-        "image, loop_at, bind_at, source = map(Path, sys.argv[1:])\n"
-        "assert os.geteuid() != 0 and may_mount()\n"
-        "device = loop_device(image, 'x')\n"
-        "loop_at.mkdir(); mount_read_only(device, loop_at, 'x')\n"
-        "bind_at.mkdir(); bind_read_only(source, bind_at, 'x')\n"
-        "print((loop_at / 'data.txt').read_text() + (bind_at / 'data.txt').read_text(), end='')\n"
-        "for at in (loop_at, bind_at):\n"
-        "    try:\n"
-        "        (at / 'new').write_text('no'); print('writable')\n"
-        "    except OSError: pass\n"
-        "unmount(loop_at); unmount(bind_at); detach_loop(device)\n"
-    )
-    caps = "+sys_admin,+dac_override"
-    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    as_nobody += [f"--inh-caps={caps}", f"--ambient-caps={caps}"]
-    paths = [image, tmp_path / "loop", tmp_path / "bind", content]
-    done = subprocess.run(
-        [*as_nobody, sys.executable, "-c", code, *map(str, paths)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "looped\nlooped\n"  # read, and no write got through
-    assert not os.path.ismount(tmp_path / "loop") and not os.path.ismount(tmp_path / "bind")

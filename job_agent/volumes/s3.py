@@ -1,11 +1,10 @@
-"""Release volumes behind one interface, mounted once per VM and shared by its jobs.
+"""Releases stored in the session's S3 prefix, mounted once per VM and shared by its jobs.
 
 - `dir`: the release archive from S3, extracted once; read-only through a read-only bind mount
   when the agent is root, else through file modes. No root needed.
 - `loop`: an ext4 or squashfs image from S3, mounted read-only through a loop device (root,
   or CAP_SYS_ADMIN as the systemd unit grants).
 The session maps each release to its S3 key; the key's suffix says which kind it is.
-`ebs` volumes (EBS snapshots, EC2 VMs) are in ebs.py; releases.py picks a provider per release.
 """
 
 from __future__ import annotations
@@ -16,10 +15,10 @@ import os
 import shutil
 import stat
 import threading
-from abc import ABC, abstractmethod
 from pathlib import Path
 
-from job_agent.mounts import (
+from job_agent.volumes.base import VolumeProvider, mounting
+from job_agent.volumes.mounts import (
     bind_read_only,
     detach_loop,
     loop_device,
@@ -28,7 +27,7 @@ from job_agent.mounts import (
     unmount,
 )
 from shared.aws import Aws, translated
-from shared.errors import ClobiError, SandboxError
+from shared.errors import ReleaseError, SandboxError
 from shared.naming import IMAGE_SUFFIX
 from shared.sandbox import Limits, extract
 
@@ -38,17 +37,6 @@ log = logging.getLogger(__name__)
 RELEASE_LIMITS = Limits(
     max_members=2_000_000, max_member_bytes=64 * 1024**3, max_total_bytes=512 * 1024**3
 )
-
-
-class VolumeProvider(ABC):
-    @abstractmethod
-    def mount(self, release: str) -> Path:
-        """Make a release available read-only; returns its directory. Blocks while it fetches.
-        Idempotent: a mounted release is returned at once. Raises ClobiError."""
-
-    @abstractmethod
-    def unmount_all(self) -> None:
-        """Release every mounted volume. Idempotent; never raises."""
 
 
 class S3Volumes(VolumeProvider):
@@ -73,12 +61,13 @@ class S3Volumes(VolumeProvider):
         self._loops: list[Path] = []  # loop devices to detach after them
 
     def mount(self, release: str) -> Path:
-        with self._lock:
+        """See VolumeProvider; one release at a time."""
+        with self._lock, mounting(release):
             if release in self._mounted:
                 return self._mounted[release]
             key = self._keys.get(release)
             if key is None:
-                raise ClobiError(f"release {release!r} is not known to the session")
+                raise ReleaseError(f"release {release!r} is not known to the session")
             self._root.mkdir(parents=True, exist_ok=True)
             target = self._root / release
             _clear(target)
@@ -103,7 +92,7 @@ class S3Volumes(VolumeProvider):
             found = hashlib.file_digest(data, "sha256").hexdigest()
         if found != wanted:
             download.unlink()
-            raise ClobiError(f"release {release}: not what the session uploaded (sha256 differs)")
+            raise ReleaseError(f"release {release}: not what the session uploaded (sha256 differs)")
 
     def _mount_archive(self, release: str, archive: Path, target: Path) -> None:
         data = self._root / f".{release}.data"
@@ -111,7 +100,7 @@ class S3Volumes(VolumeProvider):
         try:
             extract(archive, data, RELEASE_LIMITS)
         except SandboxError as err:
-            raise ClobiError(f"release {release}: {err}") from None
+            raise ReleaseError(f"release {release}: {err}") from None
         finally:
             archive.unlink(missing_ok=True)
         _make_read_only(data)
@@ -124,12 +113,12 @@ class S3Volumes(VolumeProvider):
 
     def _mount_image(self, release: str, image: Path, target: Path) -> None:
         if not may_mount():
-            raise ClobiError(f"release {release}: loop images need root or CAP_SYS_ADMIN")
+            raise ReleaseError(f"release {release}: loop images need root or CAP_SYS_ADMIN")
         device = loop_device(image, release)
         target.mkdir()
         try:
             mount_read_only(device, target, release)
-        except ClobiError:
+        except ReleaseError:
             detach_loop(device)
             raise
         self._mounts.append(target)

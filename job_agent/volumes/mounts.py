@@ -11,7 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from shared.errors import ClobiError
+from shared.errors import ReleaseError
 
 log = logging.getLogger(__name__)
 CAP_SYS_ADMIN = 21
@@ -37,7 +37,7 @@ def may_mount() -> bool:
 def mount_read_only(device: Path, target: Path, release: str) -> None:
     """mount(2) itself: util-linux's mount refuses a caller that is not root even with
     CAP_SYS_ADMIN, all the agent's systemd unit grants. Each block filesystem the kernel knows
-    is tried in turn, as `mount -t auto` does. Raises ClobiError."""
+    is tried in turn, as `mount -t auto` does. Raises ReleaseError."""
     libc = ctypes.CDLL(None, use_errno=True)
     flags = MS_RDONLY | MS_NOSUID | MS_NODEV
     failures = []
@@ -48,7 +48,7 @@ def mount_read_only(device: Path, target: Path, release: str) -> None:
         failures.append(ctypes.get_errno())
     # EINVAL is what a filesystem that is not on the device answers: any other errno says more.
     cause = next((e for e in failures if e != errno.EINVAL), errno.EINVAL)
-    raise ClobiError(f"release {release}: cannot mount {device} read-only: {os.strerror(cause)}")
+    raise ReleaseError(f"release {release}: cannot mount {device} read-only: {os.strerror(cause)}")
 
 
 def _block_filesystems() -> list[str]:
@@ -81,12 +81,12 @@ def bind_read_only(source: Path, target: Path, release: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     src, path = os.fsencode(source), os.fsencode(target)
     if libc.mount(src, path, None, MS_BIND, None) != 0:
-        raise ClobiError(f"release {release}: cannot bind {source}: {_errno_text()}")
+        raise ReleaseError(f"release {release}: cannot bind {source}: {_errno_text()}")
     flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
     if libc.mount(None, path, None, flags, None) != 0:
         cause = _errno_text()
         unmount(target)
-        raise ClobiError(f"release {release}: cannot make {target} read-only: {cause}")
+        raise ReleaseError(f"release {release}: cannot make {target} read-only: {cause}")
 
 
 def loop_device(image: Path, release: str) -> Path:
@@ -98,7 +98,7 @@ def loop_device(image: Path, release: str) -> Path:
         check=False,
     )
     if done.returncode != 0:
-        raise ClobiError(f"release {release}: losetup failed: {done.stderr.strip()}")
+        raise ReleaseError(f"release {release}: losetup failed: {done.stderr.strip()}")
     return Path(done.stdout.strip())
 
 

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from job_agent.attachments import Attachment, EbsAttacher, device_letter
-from job_agent.mounts import may_mount, mount_read_only, unmount
-from job_agent.volumes import VolumeProvider
-from shared.errors import ClobiError
+from job_agent.volumes.attachments import Attachment, EbsAttacher, device_letter
+from job_agent.volumes.base import VolumeProvider, mounting
+from job_agent.volumes.mounts import may_mount, mount_read_only, unmount
+from shared.errors import ReleaseError
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,18 @@ class EbsVolumes(VolumeProvider):
 
     def mount(self, release: str) -> Path:
         """Blocks while EC2 makes and attaches the volume (bounded by `Waits`); idempotent;
-        raises ClobiError (one line), and then leaves no volume behind."""
+        raises ReleaseError (one line), and then leaves no volume behind."""
         with self._lock:
             lock = self._locks.setdefault(release, threading.Lock())
-        with lock:
+        with lock, mounting(release):
             with self._lock:
                 if release in self._mounted:
                     return self._mounted[release].target
             snapshot = self._snapshots.get(release)
             if snapshot is None:
-                raise ClobiError(f"release {release!r} is no EBS snapshot of the session")
+                raise ReleaseError(f"release {release!r} is no EBS snapshot of the session")
             if not may_mount():
-                raise ClobiError(f"release {release}: an EBS volume needs root or CAP_SYS_ADMIN")
+                raise ReleaseError(f"release {release}: an EBS volume needs root or CAP_SYS_ADMIN")
             attachment = self._attacher.attach(release, snapshot)
             try:
                 target = self._mount(release, attachment)
@@ -101,7 +101,7 @@ class EbsVolumes(VolumeProvider):
         deadline = time.monotonic() + self._attacher.waits.device_s
         while (device := self._devices.find(attachment.volume_id, attachment.device)) is None:
             if time.monotonic() >= deadline:
-                raise ClobiError(
+                raise ReleaseError(
                     f"release {release}: {attachment.volume_id} is attached as "
                     f"{attachment.device}, but no block device showed it within "
                     f"{self._attacher.waits.device_s:g} s"
@@ -111,7 +111,7 @@ class EbsVolumes(VolumeProvider):
         target.mkdir(parents=True, exist_ok=True)
         try:
             mount_read_only(device, target, release)
-        except ClobiError:
+        except ReleaseError:
             target.rmdir()
             raise
         return target

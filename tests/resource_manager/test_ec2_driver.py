@@ -1,19 +1,21 @@
-"""One contract for every CloudDriver, run against `local` (real agent processes) and `ec2`
-(the embedded endpoint's EC2), plus what is particular to EC2."""
+"""What is particular to the `ec2` driver, against the embedded endpoint: the request it sends,
+a launch whose answer was lost, the release volumes it sweeps, AWS errors as DriverError.
+The contract every driver keeps is in test_driver_contract.py."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from resource_manager.drivers import CloudDriver, driver_for
 from resource_manager.drivers.ec2 import Ec2Driver, client_token
 from resource_manager.pool import Pool
 from shared import naming
-from shared.models import Bootstrap, Ec2Cloud, LocalCloud
+from shared.aws import Aws
+from shared.errors import AwsError, DriverError
+from shared.models import Bootstrap, Ec2Cloud
 from shared.session import Session
 from shared.userdata import bootstrap_of
 from tests.faults.proxy import FaultProxy, operation
@@ -21,54 +23,10 @@ from tests.faults.proxy import FaultProxy, operation
 EC2 = Ec2Cloud(
     name="aws", driver="ec2", ami="ami-12c6146b", instance_profile="clobi-agent", spot=True
 )
-LOCAL = LocalCloud(name="local", driver="local", cores_per_vm=1, max_vms=4)
-
-
-@pytest.fixture(params=["local", "ec2"])
-def cloud(
-    request: pytest.FixtureRequest, make_session: Callable[..., Session]
-) -> Iterator[tuple[Session, CloudDriver]]:
-    session = make_session(clouds=(LOCAL, EC2))
-    session.aws.client("iam").create_instance_profile(InstanceProfileName="clobi-agent")
-    config = LOCAL if request.param == "local" else EC2
-    yield session, driver_for(session.info, config)
 
 
 def bootstrap(session: Session, cloud: str) -> Bootstrap:
     return Bootstrap(vm_id=naming.new_vm_id(cloud), cloud=cloud, cores=1, session=session.info)
-
-
-def test_launch_is_idempotent_per_vm_id(cloud: tuple[Session, CloudDriver]) -> None:
-    session, driver = cloud
-    boot = bootstrap(session, driver.name)
-    first = driver.launch(boot)
-    assert driver.launch(boot) == first
-    live = [i for i in driver.instances() if i.alive]
-    assert [(i.vm_id, i.instance_id) for i in live] == [(boot.vm_id, first)]
-
-
-def test_terminate_is_verified_and_idempotent(cloud: tuple[Session, CloudDriver]) -> None:
-    session, driver = cloud
-    keep, kill = bootstrap(session, driver.name), bootstrap(session, driver.name)
-    driver.launch(keep)
-    driver.launch(kill)
-    driver.terminate([kill.vm_id])
-    assert {i.vm_id for i in driver.instances() if i.alive} == {keep.vm_id}
-    driver.terminate([kill.vm_id, "vm-never-existed"])
-    driver.terminate([keep.vm_id])
-    assert not any(i.alive for i in driver.instances())
-
-
-def test_instances_are_only_the_sessions_own(
-    cloud: tuple[Session, CloudDriver], make_session: Callable[..., Session]
-) -> None:
-    session, driver = cloud
-    other = make_session(clouds=(LOCAL, EC2))
-    other_driver = driver_for(other.info, LOCAL if driver.name == "local" else EC2)
-    other_driver.launch(bootstrap(other, driver.name))
-    mine = bootstrap(session, driver.name)
-    driver.launch(mine)
-    assert [i.vm_id for i in driver.instances() if i.alive] == [mine.vm_id]
 
 
 def _requests(session: Session) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
@@ -127,33 +85,58 @@ def test_ec2_launch_retried_after_a_lost_response_starts_one_instance(
         assert [(i.vm_id, i.instance_id) for i in live] == [(boot.vm_id, instance)]
 
 
+def release_volume(session: Session, session_id: str, release: str | None) -> str:
+    """A volume as an agent's `ebs` release leaves it (tagged with a release), or without the
+    release tag (a root volume, say)."""
+    tags = {naming.TAG_SESSION: session_id, naming.TAG_VM: "vm-aws-1"}
+    if release:
+        tags[naming.TAG_RELEASE] = release
+    out = session.aws.client("ec2").create_volume(
+        AvailabilityZone="us-east-1a",
+        Size=1,
+        TagSpecifications=[
+            {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        ],
+    )
+    return str(out["VolumeId"])
+
+
 def test_cleanup_sweeps_release_volumes_left_by_hard_killed_vms_and_only_those(
     make_session: Callable[..., Session],
 ) -> None:
     """An agent deletes its `ebs` release volumes when it stops; one hard-killed cannot, so
     session cleanup deletes the volumes tagged with the session and a release."""
     session, other = make_session(clouds=(EC2,)), make_session(clouds=(EC2,))
-    ec2 = session.aws.client("ec2")
-
-    def volume(session_id: str, release: str | None) -> str:
-        tags = {naming.TAG_SESSION: session_id, naming.TAG_VM: "vm-aws-1"}
-        if release:
-            tags[naming.TAG_RELEASE] = release
-        out = ec2.create_volume(
-            AvailabilityZone="us-east-1a",
-            Size=1,
-            TagSpecifications=[
-                {
-                    "ResourceType": "volume",
-                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
-                }
-            ],
-        )
-        return str(out["VolumeId"])
-
-    leaked = [volume(session.id, "14.2"), volume(session.id, "15.0")]
-    kept = [volume(other.id, "14.2"), volume(session.id, None)]
+    leaked = [release_volume(session, session.id, r) for r in ("14.2", "15.0")]
+    kept = [release_volume(session, other.id, "14.2"), release_volume(session, session.id, None)]
     assert Pool(session).sweep() == 2
-    left = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    left = {v["VolumeId"] for v in session.aws.client("ec2").describe_volumes()["Volumes"]}
     assert not left & set(leaked) and set(kept) <= left
     assert Pool(session).sweep() == 0
+
+
+def test_aws_errors_of_terminate_and_sweep_are_driver_errors(
+    make_session: Callable[..., Session], aws_endpoint: str
+) -> None:
+    """The instance or volume is found, and then EC2 refuses to end it: callers catch
+    DriverError, so that is what they get (the AwsError as its cause)."""
+    session = make_session(clouds=(EC2,))
+    session.aws.client("iam").create_instance_profile(InstanceProfileName="clobi-agent")
+    with FaultProxy(aws_endpoint) as proxy:
+        driver = Ec2Driver(session.info, EC2, Aws("us-east-1", proxy.url, retries=1))
+        boot = bootstrap(session, "aws")
+        driver.launch(boot)
+        volume = release_volume(session, session.id, "14.2")
+        proxy.add("throttle", operation("ec2.TerminateInstances"))
+        proxy.add("throttle", operation("ec2.DeleteVolume"))
+        with pytest.raises(DriverError, match="Throttling") as terminate:
+            driver.terminate([boot.vm_id])
+        with pytest.raises(DriverError, match="Throttling") as sweep:
+            driver.sweep()
+        assert isinstance(terminate.value.__cause__, AwsError)
+        assert isinstance(sweep.value.__cause__, AwsError)
+        proxy.clear()
+        driver.terminate([boot.vm_id])
+        assert not any(i.alive for i in driver.instances())
+        ec2 = session.aws.client("ec2")
+        assert ec2.describe_volumes(VolumeIds=[volume])["Volumes"][0]["State"] == "available"

@@ -1,0 +1,44 @@
+"""Fixtures of the release volume tests: an EC2 VM in the embedded endpoint, loop disks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.session import Session
+from tests.job_agent.ec2vm import Vm, ext4_image, make_vm
+
+
+@pytest.fixture
+def vm(aws_endpoint: str, make_session: Callable[..., Session]) -> Vm:
+    return make_vm(aws_endpoint, make_session)
+
+
+@pytest.fixture
+def loop_disks(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Real block devices (loop devices over ext4 images) to stand in for EBS disks."""
+    if os.geteuid() != 0 or not (shutil.which("losetup") and shutil.which("mkfs.ext4")):
+        pytest.skip("needs root, losetup and mkfs.ext4")
+    loops: list[str] = []
+
+    def make(text: str) -> Path:
+        image = ext4_image(tmp_path, f"disk-{len(loops)}", {"data.txt": text})
+        done = subprocess.run(
+            ["losetup", "--find", "--show", "--read-only", str(image)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"no loop device: {done.stderr.strip()}")
+        loops.append(done.stdout.strip())
+        return Path(loops[-1])
+
+    yield make
+    for loop in loops:
+        subprocess.run(["losetup", "-d", loop], check=False)
