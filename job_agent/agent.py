@@ -1,8 +1,6 @@
-"""The agent loop: poll the priority queues, claim what fits in the free slots, run it.
-
-Lanes are polled highest first. Messages are hints: a claim is a conditional write in DynamoDB,
-and only a won claim deletes the message. An idle agent tops up the dispatch window itself, so
-work flows while the Resource Manager is down, then long-polls.
+"""The agent loop, a few named steps: wait for free slots, take the next messages (where from:
+polling.py), claim what fits and start it, hand back the rest. Messages are hints: a claim is a
+conditional write in DynamoDB, and only a message done with is deleted.
 """
 
 from __future__ import annotations
@@ -16,24 +14,23 @@ from typing import Any
 
 from job_agent.attempt import Attempt, SandboxCache
 from job_agent.boot import spot_interrupted
+from job_agent.drain import DrainFlag
 from job_agent.identity import SlotUsers
+from job_agent.polling import Polling
 from job_agent.releases import release_volumes
 from job_agent.volumes import VolumeProvider
 from shared import naming
 from shared.aws import Aws, translated
-from shared.dispatch import Dispatcher
 from shared.errors import AwsError, InvalidJob, JobNotFound
-from shared.message import decode
-from shared.models import Bootstrap, Reason, VmState
+from shared.message import JobMessage, decode
+from shared.models import Bootstrap, JobTask, Reason, VmState
+from shared.queues import Received
 from shared.session import Session
 from shared.taskrules import task_problem
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 20
 NO_FIT_DELAY_S = 2  # a job too big for our free slots comes back this much later
-IDLE_SWEEP_S = 60
-FILL_EVERY_S = 0.5  # how often a busy agent may top up the dispatch window
-LANE_SKIP_S = 1.0  # an empty lane is not polled again this soon (bounds priority delay)
 
 
 class JobAgent:
@@ -56,32 +53,25 @@ class JobAgent:
         self.session = Session(info, Aws(info.region, info.endpoint_url, profile=profile))
         self.config = bootstrap.session.config
         self.root = root
-        self.idle_wait_s = idle_wait_s
         self.volumes = volumes or release_volumes(bootstrap, self.session.aws, root)
         self.sandboxes = SandboxCache(self.session, root / "cache")
         self.slot_users = SlotUsers(self.config.job_user_on(self.cloud), self.cores)
-        self.dispatcher = Dispatcher(self.session)
+        self.polling = Polling(self.session, idle_wait_s)
+        self.drain = DrainFlag(self.session.vms, self.vm_id, self.config.heartbeat_s)
         self.stopping = threading.Event()
         self._power_off = power_off
         self._watch_spot = watch_spot
         self._shut_down = False
-        self.draining = False
         self.session_gone = False
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._attempts: dict[str, tuple[Attempt, threading.Thread]] = {}
-        self._idle = False
-        self._next_sweep = 0.0
-        self._last_fill = 0.0
-        self._drain_seen_at = 0.0
-        self._empty_until: dict[str, float] = {}
-        self._lanes = [info.queue_url(p) for p in range(info.config.priorities, 0, -1)]
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def run(self) -> None:
         """Register, work until drained or stopped, then leave cleanly. Blocks."""
-        self.draining = self.session.vms.register(self.vm_id, self.cloud, self.cores)
+        self.drain.requested = self.session.vms.register(self.vm_id, self.cloud, self.cores)
         log.info("agent %s up: %d cores, session %s", self.vm_id, self.cores, self.session.id)
         for loop in (self._heartbeat_loop, self._fencing_loop):
             threading.Thread(target=loop, name=loop.__name__[1:], daemon=True).start()
@@ -156,122 +146,98 @@ class JobAgent:
             return self.cores - sum(a.task.cores for a, _ in self._attempts.values())
 
     def step(self) -> None:
-        """One turn: leave if drained, else receive and start what fits in the free slots."""
+        """One turn: wait for free slots, take the next messages, claim what fits and start
+        it, hand back the rest. Raises AwsError."""
         self.session.queues.flush()
-        if self.draining:
-            if not self.running():
-                log.info("drained: no job left, powering off")
-                self.stopping.set()
-            else:
-                self._slot_freed.wait(1.0)
-                self._slot_freed.clear()
+        free = self.wait_for_free_slots()
+        if not free:
             return
-        free = self.free_slots()
-        if free <= 0:
-            self._slot_freed.wait(1.0)
-            self._slot_freed.clear()
+        batch = self.polling.next_messages(free)
+        if batch is None:
             return
-        recheck = False  # whether to read the drain flag afresh before claiming
-        if self._idle and time.monotonic() < self._next_sweep:
-            self.session.queues.flush(now=True)  # before a long poll
-            messages = self.session.queues.receive(self._lanes[-1], free, self.idle_wait_s)
-            if not messages:
-                return
-            self._idle, recheck = False, True
-        else:
-            messages = self._sweep(free)
-            # Short of work: top up the dispatch window, at once before going idle (with the
-            # Resource Manager down, nobody else might), then look again.
-            if len(messages) < free and self._fill(force=not messages):
-                self._empty_until.clear()
-                recheck = not messages  # work found after none was
-                messages += self._sweep(free - len(messages))
-            if not messages:
-                self._idle = True
-                self._next_sweep = time.monotonic() + IDLE_SWEEP_S
-                return
-        if self.stopping.is_set() or self._drain_requested(fresh=recheck):
-            self.session.queues.hand_back(messages)
+        if self.stopping.is_set() or self.drain.check(fresh=batch.woke):  # since the wait
+            self.session.queues.hand_back(batch.messages)
             return
-        claimed = []
+        self.claim(batch.messages)
+
+    def wait_for_free_slots(self) -> int:
+        """The free slots; 0 after waiting up to a second for a job to end when there are
+        none, or when this agent takes no new job (drained and no job left: it stops)."""
+        if not self.drain.requested:
+            free = self.free_slots()
+            if free > 0:
+                return free
+        elif not self.running():
+            log.info("drained: no job left, powering off")
+            self.stopping.set()
+            return 0
+        self._slot_freed.wait(1.0)
+        self._slot_freed.clear()
+        return 0
+
+    def claim(self, messages: list[Received]) -> None:
+        """Take each message in turn; once the agent stops taking jobs, the rest go back at
+        once. The messages done with are acknowledged."""
+        done = []
         for index, (lane, message) in enumerate(messages):
-            if self.stopping.is_set() or self.draining:  # the rest go back at once
+            if self.stopping.is_set() or self.drain.requested:
                 self.session.queues.hand_back(messages[index:])
                 break
-            if self._handle(lane, message):
-                claimed.append((lane, message))
-        self.session.queues.acknowledge(claimed)
+            if self._take(lane, message):
+                done.append((lane, message))
+        self.session.queues.acknowledge(done)
 
-    def _fill(self, force: bool = False) -> bool:
-        """Top up the dispatch window: a busy agent at most every FILL_EVERY_S and in bulk,
-        one about to go idle now and with whatever room there is. True if it sent any."""
-        now = time.monotonic()
-        if not force and now - self._last_fill < FILL_EVERY_S:
-            return False
-        self._last_fill = now
-        room = 1 if force else self.config.dispatch_window // 2
-        return self.dispatcher.fill(min_room=room, every_priority=force) > 0
-
-    def _drain_requested(self, fresh: bool) -> bool:
-        """Whether to take no new job. An agent that just woke from its idle long poll reads
-        the flag itself, so a VM drained while idle takes no job that arrives after the drain;
-        a busy agent trusts its last heartbeat unless that is getting old."""
-        stale = time.monotonic() - self._drain_seen_at > 2 * self.config.heartbeat_s
-        if not self.draining and (fresh or stale):
-            record = self.session.vms.get(self.vm_id)
-            self._drain_seen_at = time.monotonic()
-            if record is not None and record.drain:
-                log.info("drain requested: taking no new job")
-                self.draining = True
-        return self.draining
-
-    def _sweep(self, free: int) -> list[tuple[str, dict[str, Any]]]:
-        """Receive from the lanes, highest first. A lane found empty is skipped for
-        LANE_SKIP_S, so a session that uses one lane pays one request per receive."""
-        got: list[tuple[str, dict[str, Any]]] = []
-        now = time.monotonic()
-        for lane in self._lanes:
-            if len(got) >= free:
-                break
-            if self._empty_until.get(lane, 0.0) > now:
-                continue
-            received = self.session.queues.receive(lane, free - len(got), 0)
-            if not received:
-                self._empty_until[lane] = now + LANE_SKIP_S
-            got.extend(received)
-        return got
-
-    def _handle(self, lane: str, message: dict[str, Any]) -> bool:
-        """Act on one message; True when it is done with and should be deleted."""
-        try:
-            hint = decode(message["Body"])
-            if hint is None:  # a wake-up: sweep every lane next
-                self._empty_until.clear()
-                return True
-            if hint.session != self.session.id:
-                raise ValueError(f"message of another session ({hint.session})")
-        except ValueError as err:
-            self.session.queues.dead_letter(message, str(err))
+    def _take(self, lane: str, message: dict[str, Any]) -> bool:
+        """Claim and start one message's job; True when the message is done with (to be
+        deleted), False when it went back to its queue."""
+        hint = self._read(message)
+        if hint is None:
             return True
         if hint.cores > self.free_slots():
             # Not enough free slots here: hand it back unclaimed, for this or another agent.
             self.session.queues.hand_back([(lane, message)], delay_s=NO_FIT_DELAY_S)
             return False
+        task = self._claim_job(hint, message)
+        if task is not None:
+            self.start(task)
+        return True
+
+    def _read(self, message: dict[str, Any]) -> JobMessage | None:
+        """The job a message hints at; None for a wake-up (every lane is swept next) and
+        for a message that is not a job of this session (dead-lettered)."""
+        try:
+            hint = decode(message["Body"])
+            if hint is None:
+                self.polling.sweep_all()
+                return None
+            if hint.session != self.session.id:
+                raise ValueError(f"message of another session ({hint.session})")
+        except ValueError as err:
+            self.session.queues.dead_letter(message, str(err))
+            return None
+        return hint
+
+    def _claim_job(self, hint: JobMessage, message: dict[str, Any]) -> JobTask | None:
+        """The claimed task, or None: someone else has the job (a stale or duplicate hint),
+        or it is ours but not to be run (failed, never retried) or unknown (dead-lettered)."""
         try:
             task = self.session.jobs.claim(hint.job_id, hint.attempt, self.vm_id)
             problem = task_problem(task, self.session.info) if task else None
         except InvalidJob as err:
             task, problem = None, str(err)
-        if problem is not None:  # ours now, and not to be run: failed, never retried
+        if problem is not None:
             self.session.jobs.reject(hint.job_id, hint.attempt + 1, self.vm_id, problem)
             self.session.queues.dead_letter(message, f"job {hint.job_id}: {problem}")
-            return True
+            return None
         if task is None:
             try:
                 self.session.jobs.get(hint.job_id)
             except JobNotFound:
                 self.session.queues.dead_letter(message, f"unknown job {hint.job_id}")
-            return True  # a stale or duplicate hint: someone else has the job
+        return task
+
+    def start(self, task: JobTask) -> None:
+        """Run a claimed job on its own thread."""
         attempt = Attempt(
             self.session,
             task,
@@ -290,7 +256,6 @@ class JobAgent:
         if self.stopping.is_set():  # stopped during the claim: retried at once, like the rest
             attempt.kill(Reason.LOST_VM)
         thread.start()
-        return True
 
     def _run_attempt(self, attempt: Attempt) -> None:
         try:
@@ -312,11 +277,11 @@ class JobAgent:
                 if due:
                     last_renew = time.monotonic()
                 self._renew_leases(everyone=due)
-                if self._watch_spot and not self.draining and spot_interrupted():
+                if self._watch_spot and not self.drain.requested and spot_interrupted():
                     # Two minutes left: its jobs go back to the queue now, uncounted,
                     # rather than die with the VM and wait out their leases.
                     log.warning("spot interruption notice: draining, handing the jobs back")
-                    self.draining = True  # now, before its jobs are queued again
+                    self.drain.requested = True  # now, before its jobs are queued again
                     self.session.vms.request_drain(self.vm_id)
                     for attempt in self.running():
                         attempt.interrupt()
@@ -341,12 +306,9 @@ class JobAgent:
         except AwsError as err:
             log.warning("VM heartbeat failed: %s", err)
             return
-        self._drain_seen_at = time.monotonic()
-        if drain and not self.draining:
-            log.info("drain requested: taking no new job")
-            self.draining = True
+        if self.drain.saw(drain):
             self._slot_freed.set()
-        if self.draining and not running and self._power_off is not None:
+        if self.drain.requested and not running and self._power_off is not None:
             # The main thread may sit in a long poll for up to 20 s: power off from here.
             log.info("drained: no job left, powering off")
             self.stopping.set()

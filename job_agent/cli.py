@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     agent.run()
-    if agent.draining or agent.session_gone:  # not stopped from outside: power the VM off
+    if agent.drain.requested or agent.session_gone:  # not stopped from outside: power the VM off
         power_off()
     return 0
 

@@ -42,24 +42,25 @@ class Autoscaler:
             for c in self.policy.clouds
         )
 
-    def step(self, now: float) -> list[str]:
-        """One decision round on wall-clock `now` (VM ages survive a restart). Returns what
-        it did, as lines for the log."""
+    def step(self, wall: float) -> list[str]:
+        """One decision round at `wall`, a time.time() reading: VM ages are compared with
+        their recorded start, so they survive a restart. Returns what it did, as lines for
+        the log."""
         if not autoscale_enabled(self.pool):
             return []
         done: list[str] = []
         for _ in range(len(self.config.clouds) + 1):  # after a failed launch, decide again
-            decisions = self.policy.decide(now, self._view(now))
+            decisions = self.policy.decide(wall, self._view(wall))
             if not decisions:
                 break
             failed = False
             for decision in decisions:
-                failed |= not self._apply(decision, now, done)
+                failed |= not self._apply(decision, wall, done)
             if not failed:
                 break
         return done
 
-    def _apply(self, decision: Decision, now: float, done: list[str]) -> bool:
+    def _apply(self, decision: Decision, wall: float, done: list[str]) -> bool:
         try:
             if decision.action == "launch":
                 self.pool.start(decision.cloud, decision.count)
@@ -68,7 +69,7 @@ class Autoscaler:
                 assert decision.vm is not None
                 self.pool.drain([decision.vm])
         except ClobiError as err:
-            backoff = self.policy.launch_failed(decision.cloud, now)
+            backoff = self.policy.launch_failed(decision.cloud, wall)
             line = (
                 f"{decision.describe()} failed: {err}; backing {decision.cloud} off for "
                 f"{backoff:.0f} s"
@@ -83,13 +84,13 @@ class Autoscaler:
         done.append(f"autoscale: {line}")
         self.pool.session.events.append(SESSION_KEY, "autoscale", detail=line[:500])
 
-    def _view(self, now: float) -> PoolView:
+    def _view(self, wall: float) -> PoolView:
         snapshot = self.monitor.snapshot
         vms = []
         for vm in self.pool.vms():
             if vm.state not in (VmState.STARTING, VmState.RUNNING, VmState.DRAINING):
                 continue
-            started = vm.started_at.timestamp() if vm.started_at else now
+            started = vm.started_at.timestamp() if vm.started_at else wall
             vms.append(
                 VmView(
                     vm.id,

@@ -29,9 +29,9 @@ class RmLease:
         self.holder = holder or holder_name()
         self._seen: tuple[tuple[str, int] | None, float] | None = None
 
-    def hold(self, now: float) -> str | None:
-        """Take or renew the lease at monotonic `now`; None when this process holds it,
-        else who does. Idempotent; raises AwsError."""
+    def hold(self, mono: float) -> str | None:
+        """Take or renew the lease at `mono`, a time.monotonic() reading; None when this
+        process holds it, else who does. Idempotent; raises AwsError."""
         current = self.vms.read_lease(NAME)
         if current is None:
             written = self.vms.write_lease(NAME, self.holder, 1, None)
@@ -39,8 +39,8 @@ class RmLease:
             written = self.vms.write_lease(NAME, self.holder, current[1] + 1, current)
         else:
             if self._seen is None or self._seen[0] != current:
-                self._seen = (current, now)
-            if now - self._seen[1] < self.lease_s:
+                self._seen = (current, mono)
+            if mono - self._seen[1] < self.lease_s:
                 return current[0]
             written = self.vms.write_lease(NAME, self.holder, current[1] + 1, current)
         if written:

@@ -55,23 +55,25 @@ class Monitor:
         self._gone: dict[str, VmState] = {}  # stopped or failed, and not alive in its cloud
         self._started = False
 
-    def step(self, now: float) -> list[str]:
-        """One pass: VMs, leases, lost messages, the dispatch window. Returns its decisions."""
+    def step(self, mono: float) -> list[str]:
+        """One pass at `mono`, a time.monotonic() reading (every interval the monitor judges
+        is on this clock): VMs, leases, lost messages, the dispatch window. Returns its
+        decisions."""
         decisions: list[str] = []
         if not self._started:
             self._refuse_too_big(decisions)
             self._started = True
-        vms = self._check_vms(now, decisions)
-        counts, busy = self._reap(now, decisions)
+        vms = self._check_vms(mono, decisions)
+        counts, busy = self._reap(mono, decisions)
         # Jobs put back to pending are in priorities the dispatcher may remember as empty.
-        redispatched = self._redispatch(now, decisions)
-        sent = self.dispatcher.fill(every_priority=redispatched, clock=now)
+        redispatched = self._redispatch(mono, decisions)
+        sent = self.dispatcher.fill(every_priority=redispatched, clock=mono)
         if sent:
             decisions.append(f"released {sent} job messages into the queues")
         depths, in_flight = self.session.queues.depths()
         with self.lock:
             self.snapshot = PoolSnapshot(
-                now, vms, counts, depths, decisions, busy, in_flight, self._running
+                mono, vms, counts, depths, decisions, busy, in_flight, self._running
             )
         for decision in decisions:
             log.info("%s", decision)

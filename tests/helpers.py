@@ -100,6 +100,8 @@ class TmuxConsole:
         subprocess.run(
             ["tmux", "new-session", "-d", "-s", self.name, *size, "-e", home, command], check=True
         )
+        # A console that stops by itself leaves its last words on the screen.
+        subprocess.run(["tmux", "set-option", "-t", self.name, "remain-on-exit", "on"], check=True)
         wait_until(lambda: "clobi rm  session" in self.screen(), timeout=20, what="the console")
 
     def screen(self) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import urwid
 
-from resource_manager.autoscaler import SETTING, Autoscaler, autoscale_enabled
+from resource_manager.autoscaler import SETTING, autoscale_enabled
 from resource_manager.console import views
 from resource_manager.console.commands import (
     HELP,
@@ -32,9 +32,9 @@ from resource_manager.console.commands import (
     parse,
 )
 from resource_manager.console.state import ConsoleState
-from resource_manager.lease import RmLease, lease_line
-from resource_manager.monitor import Monitor
+from resource_manager.manager import Now, ResourceManager
 from resource_manager.pool import Pool
+from shared.errors import SessionNotFound
 from shared.models import JobState
 from shared.timeutil import utcnow
 
@@ -111,10 +111,8 @@ class Console:
         self.pool = pool
         self.interval_s = interval_s
         self.state = ConsoleState(pool.session.id)
-        self.monitor = Monitor(pool)
-        self.autoscaler = Autoscaler(pool, self.monitor)
-        self.lease = RmLease(pool.session.vms, pool.session.info.config.lease_s)
-        self.active: bool | None = None  # holds the session's lease (None: not asked yet)
+        self.manager = ResourceManager(pool)
+        self.fatal: SessionNotFound | None = None  # why the console stopped by itself
         self.commands: queue.Queue[Command | None] = queue.Queue()
         self.stopping = threading.Event()
         self.confirming: Kill | None = None
@@ -173,6 +171,8 @@ class Console:
             self.prompt.set_caption(("prompt", "> "))
 
     def _on_wake(self, data: bytes) -> bool:
+        if self.fatal is not None:
+            raise urwid.ExitMainLoop()
         self._render()
         return True
 
@@ -242,37 +242,41 @@ class Console:
         with self.state.lock:
             self.state.recent.extend(lines)
 
-    def _monitor_loop(self) -> None:
+    def monitor_loop(self) -> None:
+        """Step until the console stops, or the session is gone (then `fatal` says why)."""
         previous: dict[str, str] = {}
         while not self.stopping.is_set():
-            began = time.monotonic()
-            self._busy_since["monitor"] = began
+            now = Now.read()
+            self._busy_since["monitor"] = now.mono
             try:
-                holder = self.lease.hold(began)
-                if (holder is None) is not self.active:
-                    self.active = holder is None
-                    self.state.add_log(lease_line(self.pool.session.id, holder))
-                decisions = self.monitor.step(began) if self.active else []
-                decisions += self.autoscaler.step(time.time()) if self.active else []
-                counts = {str(s): self.pool.session.jobs.count_state(s) for s in JobState}
-                enabled = autoscale_enabled(self.pool)
-                # Every state counted here replaces the monitor's own count (adding them
-                # doubled running and saving).
-                snapshot = replace(self.monitor.snapshot, jobs=Counter(counts))
-                with self.state.lock:
-                    self.state.snapshot = snapshot
-                    self.state.autoscale = enabled
-                for line in decisions:
+                for line in self.manager.step(now):
                     self.state.add_log(line)
-                self._note_transitions(previous, self.monitor.snapshot.running)
-                previous = dict(self.monitor.snapshot.running)
+                previous = self._show_pool(previous)
+            except SessionNotFound as err:
+                self.fatal = err
+                self.stopping.set()
             except Exception as err:  # the loop outlives any single failure
                 self.state.add_log(f"monitor: {type(err).__name__}: {err}")
             finally:
                 self._busy_since.pop("monitor", None)
                 self._reported_slow.discard("monitor")
             self._wake()
-            self.stopping.wait(max(0.0, self.interval_s - (time.monotonic() - began)))
+            self.stopping.wait(max(0.0, self.interval_s - (time.monotonic() - now.mono)))
+
+    def _show_pool(self, previous: dict[str, str]) -> dict[str, str]:
+        """The job counts and the monitor's last view into the state (a standby's too);
+        returns the jobs running now, for the next step's transitions."""
+        counts = {str(s): self.pool.session.jobs.count_state(s) for s in JobState}
+        enabled = autoscale_enabled(self.pool)
+        monitor = self.manager.monitor
+        # Every state counted here replaces the monitor's own count (adding them doubled
+        # running and saving).
+        snapshot = replace(monitor.snapshot, jobs=Counter(counts))
+        with self.state.lock:
+            self.state.snapshot = snapshot
+            self.state.autoscale = enabled
+        self._note_transitions(previous, monitor.snapshot.running)
+        return dict(monitor.snapshot.running)
 
     def _executor_loop(self) -> None:
         while True:
@@ -309,7 +313,7 @@ class Console:
         if isinstance(command, SetMax):
             pool.session.info.config.cloud(command.cloud)  # raises for an unknown cloud
             pool.max_vms[command.cloud] = command.max_vms
-            self.autoscaler.set_max(command.cloud, command.max_vms)
+            self.manager.autoscaler.set_max(command.cloud, command.max_vms)
             return f"{command.cloud}: max_vms {command.max_vms} (for this console)"
         if isinstance(command, Cancel):
             done = {job: pool.session.cancel(job) for job in command.jobs}
@@ -322,7 +326,7 @@ class Console:
         loop = urwid.MainLoop(self.frame, PALETTE, handle_mouse=False)
         self._wake_fd = loop.watch_pipe(self._on_wake)
         workers = [
-            threading.Thread(target=self._monitor_loop, name="monitor", daemon=True),
+            threading.Thread(target=self.monitor_loop, name="monitor", daemon=True),
             threading.Thread(target=self._executor_loop, name="executor", daemon=True),
         ]
         for worker in workers:
@@ -337,5 +341,6 @@ class Console:
             self.commands.put(None)
             for worker in workers:
                 worker.join(timeout=5)
-            if self.active:
-                self.lease.release()
+            self.manager.release()
+        if self.fatal is not None:
+            raise self.fatal

@@ -29,6 +29,7 @@ from resource_manager.console.commands import (
     parse,
 )
 from resource_manager.console.state import ConsoleState
+from resource_manager.lifecycle import cleanup_session
 from resource_manager.monitor import PoolSnapshot
 from resource_manager.pool import Pool
 from shared.models import JobState, LocalCloud, VmRecord, VmState
@@ -288,5 +289,22 @@ def test_the_consoles_job_counts_equal_clobi_status(
             timeout=15,
             what=f"the console to show {expected}",
         )
+    finally:
+        console.close()
+
+
+@requires_tool("tmux")
+def test_the_console_stops_with_one_line_when_the_session_is_gone(
+    make_session: Callable[..., Session],
+) -> None:
+    session = make_session()
+    console = TmuxConsole(session.id)
+    try:
+        cleanup_session(session.info)
+        line = f"clobi: error: session {session.id} no longer exists on its endpoint"
+        screen = wait_until(
+            lambda: line in console.screen() and console.screen(), timeout=20, what=line
+        )
+        assert "Traceback" not in screen and "monitor:" not in screen, screen
     finally:
         console.close()
