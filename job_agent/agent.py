@@ -27,10 +27,9 @@ from shared.models import Bootstrap, JobTask, Reason, VmState
 from shared.queues import Received
 from shared.session import Session
 from shared.taskrules import task_problem
+from shared.timings import IDLE_WAIT_S, NO_FIT_DELAY_S
 
 log = logging.getLogger(__name__)
-IDLE_WAIT_S = 20
-NO_FIT_DELAY_S = 2  # a job too big for our free slots comes back this much later
 
 
 class JobAgent:
@@ -179,15 +178,15 @@ class JobAgent:
         """Take each message in turn; once the agent stops taking jobs, the rest go back at
         once. The messages done with are acknowledged."""
         done = []
-        for index, (lane, message) in enumerate(messages):
+        for index, (queue, message) in enumerate(messages):
             if self.stopping.is_set() or self.drain.requested:
                 self.session.queues.hand_back(messages[index:])
                 break
-            if self._take(lane, message):
-                done.append((lane, message))
+            if self._take(queue, message):
+                done.append((queue, message))
         self.session.queues.acknowledge(done)
 
-    def _take(self, lane: str, message: dict[str, Any]) -> bool:
+    def _take(self, queue: str, message: dict[str, Any]) -> bool:
         """Claim and start one message's job; True when the message is done with (to be
         deleted), False when it went back to its queue."""
         hint = self._read(message)
@@ -195,7 +194,7 @@ class JobAgent:
             return True
         if hint.cores > self.free_slots():
             # Not enough free slots here: hand it back unclaimed, for this or another agent.
-            self.session.queues.hand_back([(lane, message)], delay_s=NO_FIT_DELAY_S)
+            self.session.queues.hand_back([(queue, message)], delay_s=NO_FIT_DELAY_S)
             return False
         task = self._claim_job(hint, message)
         if task is not None:
@@ -203,12 +202,12 @@ class JobAgent:
         return True
 
     def _read(self, message: dict[str, Any]) -> JobMessage | None:
-        """The job a message hints at; None for a wake-up (every lane is swept next) and
+        """The job a message hints at; None for a wake-up (every queue is asked next) and
         for a message that is not a job of this session (dead-lettered)."""
         try:
             hint = decode(message["Body"])
             if hint is None:
-                self.polling.sweep_all()
+                self.polling.every_queue_next()
                 return None
             if hint.session != self.session.id:
                 raise ValueError(f"message of another session ({hint.session})")

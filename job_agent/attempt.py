@@ -30,10 +30,10 @@ from shared.models import JobState, JobTask, Reason
 from shared.sandbox import INPUT_LIMITS
 from shared.session import Session
 from shared.taskrules import sandbox_digest
+from shared.timings import FENCE_AFTER
 from shared.transitions import Outcome
 
 log = logging.getLogger(__name__)
-FENCE_AFTER = 0.75  # of the lease period without a renewal: the attempt gives up its job
 SAVING_ABOVE_BYTES = 8 * 1024**2  # results bigger than this show the `saving` state
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 from shared import cgroup
 
 PR_SET_CHILD_SUBREAPER = 36
-SWEEP_ROUNDS = 50
+KILL_ROUNDS = 50
 
 
 class Jail(Protocol):
@@ -55,7 +55,7 @@ class CgroupJail:
         cgroup.remove(self.folder)
 
 
-_lock = threading.Lock()  # Popen and the sweep's reaping: a job's first process is never reaped
+_lock = threading.Lock()  # Popen and the adopted processes' reaping: a job's first process is never reaped
 _mains: set[int] = set()  # jobs' first processes (Popen's to wait for)
 _live = 0  # jails not ended yet
 _subreaper = False
@@ -91,12 +91,12 @@ class AdoptedJail:
         with _lock:
             _live -= 1
             _mains.discard(self._pid or -1)
-        for _ in range(SWEEP_ROUNDS):
-            if not self._sweep():
+        for _ in range(KILL_ROUNDS):
+            if not self._kill_adopted():
                 return
             time.sleep(0.01)
 
-    def _sweep(self) -> bool:
+    def _kill_adopted(self) -> bool:
         """Kill this job's adopted processes (and unmarked ones when no job is left), reap
         adopted zombies; True if it killed any (their children are adopted next)."""
         killed = False

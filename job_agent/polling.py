@@ -1,5 +1,6 @@
-"""Where an agent's next messages come from: the lanes highest first, an empty lane left alone
-for a moment, the dispatch window topped up when short of work, one long poll while idle."""
+"""Where an agent's next messages come from: the queues highest priority first, an empty queue
+left alone for a moment, the dispatch window topped up when short of work, and while idle one
+long poll of the lowest queue (with every queue looked at again now and then)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ from dataclasses import dataclass
 from shared.dispatch import Dispatcher
 from shared.queues import Received
 from shared.session import Session
-
-IDLE_SWEEP_S = 60  # an idle agent long-polls the lowest lane only, sweeping all this often
-FILL_EVERY_S = 0.5  # how often a busy agent may top up the dispatch window
-LANE_SKIP_S = 1.0  # an empty lane is not polled again this soon (bounds priority delay)
+from shared.timings import FILL_EVERY_S, IDLE_ROUND_S, LAST_LOOK_WAIT_S, QUEUE_SKIP_S
 
 
 @dataclass(frozen=True)
@@ -28,9 +26,9 @@ class Polling:
         self.idle_wait_s = idle_wait_s
         self.window = session.info.config.dispatch_window
         priorities = session.info.config.priorities
-        self.lanes = [session.info.queue_url(p) for p in range(priorities, 0, -1)]
-        self._idle_until = 0.0  # monotonic: while idle, long-poll the lowest lane only
-        self._empty_until: dict[str, float] = {}  # lane -> monotonic time to poll it again
+        self.urls = [session.info.queue_url(p) for p in range(priorities, 0, -1)]
+        self._idle_until = 0.0  # monotonic: while idle, long-poll the lowest queue only
+        self._empty_until: dict[str, float] = {}  # queue URL -> monotonic time to ask again
         self._last_fill = 0.0
 
     def next_messages(self, free: int) -> Batch | None:
@@ -38,47 +36,52 @@ class Polling:
         `idle_wait_s` when idle; raises AwsError."""
         if time.monotonic() < self._idle_until:
             return self._long_poll(free)
-        return self._sweep_and_fill(free)
+        return self._round_and_fill(free)
 
-    def sweep_all(self) -> None:
-        """Poll every lane next time, even those just found empty (a wake-up arrived)."""
+    def every_queue_next(self) -> None:
+        """Receive from every queue next time, even those just found empty (a wake-up)."""
         self._empty_until.clear()
 
     def _long_poll(self, free: int) -> Batch | None:
         self.queues.flush(now=True)  # nothing to delete waits out the poll
-        messages = self.queues.receive(self.lanes[-1], free, self.idle_wait_s)
+        messages = self.queues.receive(self.urls[-1], free, self.idle_wait_s)
         if not messages:
             return None
         self._idle_until = 0.0
         return Batch(messages, woke=True)
 
-    def _sweep_and_fill(self, free: int) -> Batch | None:
-        messages = self._sweep(free)
+    def _round_and_fill(self, free: int) -> Batch | None:
+        messages = self._round(free)
         woke = False
         # Short of work: top up the dispatch window, at once before going idle (with the
         # Resource Manager down, nobody else might), then look again.
         if len(messages) < free and self._fill(force=not messages):
-            self.sweep_all()
+            self.every_queue_next()
             woke = not messages
-            messages += self._sweep(free - len(messages))
+            messages += self._round(free - len(messages))
+        if not messages:  # a last look that asks every server before going idle
+            self.every_queue_next()
+            messages = self._round(free, wait_s=LAST_LOOK_WAIT_S)
+            woke = bool(messages)
         if not messages:
-            self._idle_until = time.monotonic() + IDLE_SWEEP_S
+            self._idle_until = time.monotonic() + IDLE_ROUND_S
             return None
         return Batch(messages, woke)
 
-    def _sweep(self, free: int) -> list[Received]:
-        """Receive from the lanes, highest first. A lane found empty is skipped for
-        LANE_SKIP_S, so a session that uses one lane pays one request per receive."""
+    def _round(self, free: int, wait_s: int = 0) -> list[Received]:
+        """Receive from the queues, highest priority first. A queue found empty is left
+        alone for QUEUE_SKIP_S, so a session that uses one queue pays one request a
+        receive."""
         got: list[Received] = []
         now = time.monotonic()
-        for lane in self.lanes:
+        for url in self.urls:
             if len(got) >= free:
                 break
-            if self._empty_until.get(lane, 0.0) > now:
+            if self._empty_until.get(url, 0.0) > now:
                 continue
-            received = self.queues.receive(lane, free - len(got), 0)
+            received = self.queues.receive(url, free - len(got), wait_s)
             if not received:
-                self._empty_until[lane] = now + LANE_SKIP_S
+                self._empty_until[url] = now + QUEUE_SKIP_S
             got.extend(received)
         return got
 

@@ -19,9 +19,9 @@ from job_agent.containment import Jail
 from job_agent.identity import JobIdentity, confined, hand_over
 from job_agent.streams import CappedStream
 from shared.models import JobTask, Reason
+from shared.timings import KILL_GRACE_S
 
 KEPT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
-GRACE_S = 3.0
 DRAIN_S = 2.0  # the longest the agent reads output left in the pipes after the job
 
 
@@ -125,10 +125,10 @@ class JobProcess:
                     deadline = None
                 if self._killed is not None and hard_kill_at is None:
                     self._kill_group(signal.SIGTERM)
-                    hard_kill_at = now + GRACE_S
+                    hard_kill_at = now + KILL_GRACE_S
                 if hard_kill_at is not None and now >= hard_kill_at:
                     self._kill_group(signal.SIGKILL)
-                    hard_kill_at = now + GRACE_S  # and again, should it still be there
+                    hard_kill_at = now + KILL_GRACE_S  # and again, should it still be there
                 due = [t for t in (deadline, hard_kill_at) if t is not None]
                 timeout = max(0.0, min(due) - now) if due else None
                 if pidfd is None:

@@ -115,7 +115,7 @@ def _checked(info: SessionInfo) -> str:
     sid = info.id
     expected = {f"p{p}": naming.queue_name(sid, int(p)) for p in _priorities(info)}
     expected["dlq"] = naming.dlq_name(sid)
-    queues = {lane: url.rsplit("/", 1)[-1] for lane, url in info.queue_urls.items()}
+    queues = {name: url.rsplit("/", 1)[-1] for name, url in info.queue_urls.items()}
     tables = {kind: naming.table_name(sid, kind) for kind in naming.TABLE_KINDS}
     problems = [
         what

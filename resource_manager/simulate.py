@@ -201,18 +201,18 @@ class Simulation:
         if not ready:
             return
         for priority in sorted(self.queue, reverse=True):
-            lanes = self.queue[priority]  # by cores: a job no ready VM can hold blocks no other
+            by_cores = self.queue[priority]  # by cores: a job no ready VM can hold blocks no other
             while ready:
                 fitting = [
-                    (lane[0], cores)
-                    for cores, lane in lanes.items()
-                    if lane and any(v.cloud.cores_per_vm - v.busy >= cores for v in ready)
+                    (waiting[0], cores)
+                    for cores, waiting in by_cores.items()
+                    if waiting and any(v.cloud.cores_per_vm - v.busy >= cores for v in ready)
                 ]
                 if not fitting:
                     break
                 index, cores = min(fitting)  # the earliest arrival among those that fit
                 vm = next(v for v in ready if v.cloud.cores_per_vm - v.busy >= cores)
-                lanes[cores].popleft()
+                by_cores[cores].popleft()
                 self._queued_cores -= cores
                 self._queued_sizes[cores] -= 1
                 self.started[index] = now

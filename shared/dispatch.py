@@ -8,9 +8,9 @@ Resource Manager is down; a conditional mark makes sure one caller sends each jo
 
 No starvation: a job's effective priority rises one level per `starvation_s` it has waited
 (capped at the top), and its message goes to the queue of that effective priority. A job whose
-message is out already rises too: once its effective priority passes the lane its message went
-to, every fill sends it a new one in the higher lane (the old one turns into a stale hint), so
-busy agents that never read the low lanes still reach it, within about (levels to the top + 1)
+message is out already rises too: once its effective priority passes the queue its message went
+to, every fill sends it a new one in the higher queue (the old one turns into a stale hint), so
+busy agents that never read the low queues still reach it, within about (levels to the top + 1)
 x `starvation_s` under any load.
 
 Idle agents long-poll only the lowest queue (p1, where default-priority work goes), so an idle
@@ -32,6 +32,7 @@ from typing import Any
 from shared.message import JobMessage
 from shared.session import Session
 from shared.timeutil import parse_iso, utcnow
+from shared.timings import EMPTY_SKIP_S
 from shared.transitions import SENT, pending_key
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ def effective_priority(
     return min(top, priority + int(waited_s // starvation_s))
 
 
-def raised_lane(item: dict[str, Any], now: datetime, starvation_s: float, top: int) -> int | None:
-    """The higher lane a sent job's message belongs in by `now`, or None while the lane it
+def raised_queue(item: dict[str, Any], now: datetime, starvation_s: float, top: int) -> int | None:
+    """The higher queue a sent job's message belongs in by `now`, or None while the queue it
     was sent to (its effective priority when it was sent) is still its own."""
     submitted_at = parse_iso(item.get("submitted_at"))
     sent_at = parse_iso(item.get("dispatched_at"))
@@ -56,11 +57,8 @@ def raised_lane(item: dict[str, Any], now: datetime, starvation_s: float, top: i
         return None
     priority = int(item["priority"])
     then = effective_priority(priority, submitted_at, sent_at, starvation_s, top)
-    lane = effective_priority(priority, submitted_at, now, starvation_s, top)
-    return lane if lane > then else None
-
-
-EMPTY_SKIP_S = 2.0  # a priority found with nothing pending is not asked again for this long
+    queue = effective_priority(priority, submitted_at, now, starvation_s, top)
+    return queue if queue > then else None
 
 
 class Dispatcher:
@@ -111,10 +109,10 @@ class Dispatcher:
         ]
         candidates.sort(key=lambda c: (-c[0], c[1]))
         chosen = candidates[:room]
-        lane = {item["id"]: eff for eff, _, item in chosen}
+        queue_of = {item["id"]: eff for eff, _, item in chosen}
         by_queue: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for item in self._session.jobs.mark_sent([item for _, _, item in chosen], at=now):
-            by_queue[lane[item["id"]]].append(item)
+            by_queue[queue_of[item["id"]]].append(item)
         sent = 0
         for eff, items in by_queue.items():
             sent += self._send(eff, items)
@@ -132,19 +130,19 @@ class Dispatcher:
         )
 
     def _raise_aged(self, out: list[dict[str, Any]], now: datetime) -> None:
-        """Send a new message, in its higher lane, for each sent job whose effective priority
-        rose past its message's lane; whoever receives one of its messages first claims it,
+        """Send a new message, in its higher queue, for each sent job whose effective priority
+        rose past its message's queue; whoever receives one of its messages first claims it,
         the other is dropped as stale. A conditional write makes one dispatcher do each."""
         by_queue: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for item in out:
-            lane = raised_lane(item, now, self._config.starvation_s, self._config.priorities)
-            if lane is not None and self._session.jobs.mark_resent(
+            queue = raised_queue(item, now, self._config.starvation_s, self._config.priorities)
+            if queue is not None and self._session.jobs.mark_resent(
                 item["id"], item["dispatched_at"], now
             ):
-                by_queue[lane].append(item)
-        for lane, items in by_queue.items():
-            log.info("%d waiting jobs raised to priority %d", len(items), lane)
-            self._send(lane, items)
+                by_queue[queue].append(item)
+        for queue, items in by_queue.items():
+            log.info("%d waiting jobs raised to priority %d", len(items), queue)
+            self._send(queue, items)
 
     def _send(self, priority: int, items: list[dict[str, Any]]) -> int:
         """Send the items' messages to a priority's queue; a job whose message did not go

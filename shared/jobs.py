@@ -84,7 +84,7 @@ class JobTable(JobCreation):
         }
 
     def mark_resent(self, job_id: str, dispatched_at: str, at: datetime) -> bool:
-        """Record that a sent job's message is sent again (to a higher lane) `at`; False if
+        """Record that a sent job's message is sent again (to a higher queue) `at`; False if
         it was claimed, or another dispatcher did it, since it was read as sent then."""
         condition = "dq = :sent AND #st = :queued AND dispatched_at = :then"
         values = {

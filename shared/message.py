@@ -29,7 +29,7 @@ class JobMessage:
 
 
 def wake(session: str) -> str:
-    """A doorbell for idle agents, which long-poll the lowest lane only (see dispatch.py)."""
+    """A doorbell for idle agents, which long-poll the lowest queue only (see dispatch.py)."""
     return json.dumps({"v": VERSION, "s": session, "wake": True}, separators=(",", ":"))
 
 

@@ -17,14 +17,10 @@ from shared import naming
 from shared.aws import Aws, translated
 from shared.errors import AwsError
 from shared.message import wake
+from shared.timings import ACK_AFTER_S, MAX_RECEIVES_BEFORE_DLQ, VISIBILITY_TIMEOUT_S
 
 log = logging.getLogger(__name__)
-ACK_AFTER_S = 0.5  # handled messages are deleted in batches, at most about this much later
 SQS_BATCH = 10  # entries in one SQS batch request
-MAX_RECEIVES_BEFORE_DLQ = 10
-# Short: a message received by an agent that then died (or froze in a long poll) comes back
-# soon. A slow claim that sees its message again loses nothing: the second claim fails.
-VISIBILITY_TIMEOUT_S = 10
 Received = tuple[str, dict[str, Any]]  # (queue URL, the message as SQS gave it)
 DEPTHS = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
 NOT_YET = ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
@@ -147,7 +143,7 @@ class JobQueues:
                 log.warning("%s", err)
 
     def dead_letter(self, message: dict[str, Any], why: str) -> None:
-        """A message that is not a job of this session: kept, with why, out of every lane.
+        """A message that is not a job of this session: kept, with why, out of every queue.
         Raises AwsError."""
         log.warning("poison message to the dead-letter queue: %s", why)
         with translated("dead-letter a message"):

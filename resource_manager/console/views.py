@@ -45,10 +45,10 @@ def vms_lines(state: ConsoleState, now: datetime, limit: int = 12) -> list[str]:
 
 def queues_lines(state: ConsoleState) -> list[str]:
     depths, flight = state.snapshot.queue_depths, state.snapshot.queue_in_flight
-    lanes = sorted((k for k in depths if k.startswith("p")), key=lambda k: -int(k[1:]))
-    lanes += ["dlq"] if "dlq" in depths else []
+    names = sorted((k for k in depths if k.startswith("p")), key=lambda k: -int(k[1:]))
+    names += ["dlq"] if "dlq" in depths else []
     lines = ["QUEUE  DEPTH  FLIGHT"]
-    lines += [f"{lane:<6} {depths[lane]:>5}  {flight.get(lane, 0):>6}" for lane in lanes]
+    lines += [f"{name:<6} {depths[name]:>5}  {flight.get(name, 0):>6}" for name in names]
     return lines
 
 

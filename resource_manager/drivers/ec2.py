@@ -20,13 +20,13 @@ from shared.aws import Aws, translated
 from shared.errors import AwsError, DriverError
 from shared.models import Bootstrap, Ec2Cloud, SessionInfo
 from shared.naming import TAG_RELEASE, TAG_SESSION, TAG_VM
+from shared.timings import TERMINATE_WAIT_S
 from shared.userdata import render
 
 log = logging.getLogger(__name__)
 LIVE_STATES = ("pending", "running")
 LISTED_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 LAUNCH_TRIES = 3
-TERMINATE_WAIT_S = 120.0
 
 
 def client_token(session_id: str, vm_id: str) -> str:

@@ -18,8 +18,7 @@ from shared import cgroup
 from shared.errors import DriverError
 from shared.home import append_private, clobi_home, private_dir, write_private
 from shared.models import Bootstrap, LocalCloud, SessionInfo
-
-KILL_WAIT_S = 10.0
+from shared.timings import KILL_WAIT_S
 
 
 def session_root(session_id: str) -> Path:
