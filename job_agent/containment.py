@@ -55,7 +55,7 @@ class CgroupJail:
         cgroup.remove(self.folder)
 
 
-_lock = threading.Lock()  # Popen and the adopted processes' reaping: a job's first process is never reaped
+_lock = threading.Lock()  # Popen, and reaping adopted processes: a job's first one is never reaped
 _mains: set[int] = set()  # jobs' first processes (Popen's to wait for)
 _live = 0  # jails not ended yet
 _subreaper = False
