@@ -18,7 +18,8 @@ from jobmgmt.client import JobClient
 from resource_manager.lifecycle import create_session
 from resource_manager.pool import Pool
 from shared import localkeys
-from shared.models import JobState, LocalCloud, SessionConfig
+from shared.models import LocalCloud, SessionConfig
+from shared.records import JobState
 from shared.session import Session
 from shared.transitions import pending_key
 

@@ -22,7 +22,7 @@ from benchmarks.harness import (
 from job_agent.runner import job_processes
 from jobmgmt import JobSpec
 from resource_manager.drivers.local import LocalDriver
-from shared.models import JobState
+from shared.records import JobState
 from shared.timeutil import parse_iso
 
 Figures = dict[str, float]

@@ -25,7 +25,8 @@ from shared import localkeys
 from shared.cli import Progress
 from shared.config import load_job_file
 from shared.errors import ClobiError
-from shared.models import JobState, LocalCloud, ReleaseConfig, SessionConfig
+from shared.models import LocalCloud, ReleaseConfig, SessionConfig
+from shared.records import JobState
 from shared.session import Session
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "eventgen"

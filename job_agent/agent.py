@@ -23,8 +23,9 @@ from shared import naming
 from shared.aws import Aws, translated
 from shared.errors import AwsError, InvalidJob, JobNotFound
 from shared.message import JobMessage, decode
-from shared.models import Bootstrap, JobTask, Reason, VmState
+from shared.models import Bootstrap
 from shared.queues import Received
+from shared.records import JobTask, Reason, VmState
 from shared.session import Session
 from shared.taskrules import task_problem
 from shared.timings import IDLE_WAIT_S, NO_FIT_DELAY_S

@@ -26,7 +26,7 @@ from shared import naming, sandbox
 from shared.aws import translated
 from shared.dispatch import Dispatcher
 from shared.errors import ClobiError, SandboxError
-from shared.models import JobState, JobTask, Reason
+from shared.records import JobState, JobTask, Reason
 from shared.sandbox import INPUT_LIMITS
 from shared.session import Session
 from shared.taskrules import sandbox_digest

@@ -14,7 +14,7 @@ from typing import Any
 from job_agent.agent import JobAgent
 from job_agent.boot import load_bootstrap
 from shared.home import clobi_home
-from shared.models import Reason
+from shared.records import Reason
 
 # Left by a drained agent on EC2 for clobi-agent.service's ExecStopPost, which powers off.
 POWER_OFF = "power-off"

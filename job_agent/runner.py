@@ -18,7 +18,7 @@ from job_agent import containment
 from job_agent.containment import Jail
 from job_agent.identity import JobIdentity, confined, hand_over
 from job_agent.streams import CappedStream
-from shared.models import JobTask, Reason
+from shared.records import JobTask, Reason
 from shared.timings import KILL_GRACE_S
 
 KEPT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")

@@ -14,7 +14,7 @@ from jobmgmt.client import JobClient, as_dicts, connect, summary
 from shared.cli import Progress, add_json, add_session, print_json, print_table, seconds
 from shared.config import load_job_file, parse
 from shared.errors import AwsError, ClobiError
-from shared.models import JobSpec, JobState, JobStatus
+from shared.records import JobSpec, JobState, JobStatus
 from shared.timeutil import utcnow
 
 EXIT_FAILED = 1

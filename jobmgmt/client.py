@@ -27,7 +27,7 @@ from shared.errors import (
 from shared.events import Event
 from shared.jobcreate import NewJob
 from shared.jobindex import status_of
-from shared.models import JobSpec, JobState, JobStatus, VmState
+from shared.records import JobSpec, JobState, JobStatus, VmState
 from shared.session import Session
 from shared.vms import AUTOSCALE_SETTING
 

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from shared.errors import ValidationError
-from shared.models import JobSpec, SessionInfo
+from shared.models import SessionInfo
+from shared.records import JobSpec
 from shared.sandbox import INPUT_LIMITS
 from shared.taskrules import SCRIPT_NAME, env_problem, output_problem
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from shared import naming
 from shared.jobindex import status_of
-from shared.models import JobStatus
+from shared.records import JobStatus
 from shared.session import Session
 
 Progress = Callable[[str], None]

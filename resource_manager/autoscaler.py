@@ -15,7 +15,7 @@ from resource_manager.policy import Decision, Policy, PoolView, VmView
 from resource_manager.pool import Pool
 from shared.errors import ClobiError
 from shared.events import SESSION_KEY
-from shared.models import VmState
+from shared.records import VmState
 from shared.transitions import SENT, pending_key
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 from resource_manager.pool import Pool
 from shared.dispatch import Dispatcher
 from shared.events import SESSION_KEY
-from shared.models import JobState, Reason, VmRecord, VmState
+from shared.records import JobState, Reason, VmRecord, VmState
 from shared.transitions import SENT
 
 log = logging.getLogger(__name__)

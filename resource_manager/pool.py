@@ -9,7 +9,8 @@ from resource_manager.drivers import CloudDriver, driver_for
 from shared import naming
 from shared.errors import AwsError, ClobiError, ConfigError, DriverError
 from shared.events import SESSION_KEY
-from shared.models import Bootstrap, JobState, VmRecord, VmState
+from shared.models import Bootstrap
+from shared.records import JobState, VmRecord, VmState
 from shared.session import Session
 
 log = logging.getLogger(__name__)

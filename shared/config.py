@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import pydantic
 
 from shared.errors import ConfigError
-from shared.models import PATTERN_MEANING, Ec2Cloud, JobSpec, SessionConfig
+from shared.models import PATTERN_MEANING, Ec2Cloud, SessionConfig
+from shared.records import JobSpec
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 

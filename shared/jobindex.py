@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.aws import Aws, from_item, to_value, translated
 from shared.errors import JobNotFound
-from shared.models import JobState, JobStatus
+from shared.records import JobState, JobStatus
 from shared.timeutil import parse_iso
 from shared.transitions import SENT
 

@@ -18,7 +18,7 @@ from shared.aws import from_item, to_value, translated
 from shared.errors import ConditionFailed, InvalidJob, JobNotFound
 from shared.jobcreate import JobCreation
 from shared.jobindex import _names
-from shared.models import JobState, JobTask, Reason
+from shared.records import JobState, JobTask, Reason
 from shared.timeutil import iso, utcnow
 from shared.transitions import (
     SENT,

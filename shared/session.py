@@ -8,8 +8,9 @@ from shared.aws import Aws, translated
 from shared.errors import AwsError
 from shared.events import EventLog
 from shared.jobs import JobTable
-from shared.models import JobState, SessionInfo
+from shared.models import SessionInfo
 from shared.queues import JobQueues
+from shared.records import JobState
 from shared.vms import VmTable
 
 # What AWS answers about a queue, table or bucket that does not exist.

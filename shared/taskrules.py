@@ -9,7 +9,8 @@ from pathlib import PurePosixPath
 
 from shared import naming
 from shared.message import MAX_ATTEMPTS, MAX_CORES
-from shared.models import JobTask, SessionInfo
+from shared.models import SessionInfo
+from shared.records import JobTask
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_ENV = ("CLOBI_", "AWS_")  # set by the agent; AWS_* would redirect its credentials

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.models import JobState, JobTask, Reason
+from shared.records import JobState, JobTask, Reason
 
 SENT = "sent"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.aws import Aws, from_item, to_item, to_value, translated
 from shared.errors import ConditionFailed
-from shared.models import VmRecord, VmState
+from shared.records import VmRecord, VmState
 from shared.timeutil import iso, parse_iso, utcnow
 
 _NAMES = {"#st": "state"}

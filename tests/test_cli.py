@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from clobi.cli import parser
-from shared.models import JobStatus
+from shared.records import JobStatus
 from shared.session import Session
 from tests.helpers import cli
 

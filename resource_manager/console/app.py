@@ -35,7 +35,7 @@ from resource_manager.console.state import ConsoleState
 from resource_manager.manager import Now, ResourceManager
 from resource_manager.pool import Pool
 from shared.errors import SessionNotFound
-from shared.models import JobState
+from shared.records import JobState
 from shared.timeutil import utcnow
 
 SLOW_S = 5.0  # a worker call taking longer than this is reported in the log pane

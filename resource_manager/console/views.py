@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from resource_manager.console.state import ConsoleState
-from shared.models import Ec2Cloud, JobState, LocalCloud, VmState
+from shared.models import Ec2Cloud, LocalCloud
+from shared.records import JobState, VmState
 
 LIVE = (VmState.STARTING, VmState.RUNNING, VmState.DRAINING)
 

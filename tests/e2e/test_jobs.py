@@ -8,7 +8,7 @@ from pathlib import Path
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.pool import Pool
-from shared.models import JobState
+from shared.records import JobState
 from shared.session import Session
 from tests.helpers import cli, wait_until
 

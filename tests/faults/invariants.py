@@ -20,7 +20,7 @@ from job_agent.runner import job_processes
 from shared import naming
 from shared.aws import from_item
 from shared.events import Event
-from shared.models import JobState
+from shared.records import JobState
 from shared.session import Session
 
 END_KINDS = {"succeeded", "failed", "cancelled", "retry", "lost"}  # an attempt ends with one

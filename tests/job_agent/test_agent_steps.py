@@ -15,7 +15,8 @@ from job_agent.agent import JobAgent
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from shared import naming
-from shared.models import Bootstrap, JobState
+from shared.models import Bootstrap
+from shared.records import JobState
 from shared.session import Session
 from tests.faults.invariants import assert_invariants
 

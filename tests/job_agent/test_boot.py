@@ -14,7 +14,8 @@ import pytest
 from job_agent.cli import POWER_OFF
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
-from shared.models import Bootstrap, Ec2Cloud, JobState, VmState
+from shared.models import Bootstrap, Ec2Cloud
+from shared.records import JobState, VmState
 from shared.session import Session
 from shared.userdata import render
 from tests.faults.imds import FakeImds, fake_imds

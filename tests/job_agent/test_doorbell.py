@@ -12,7 +12,8 @@ from pathlib import Path
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.pool import Pool
-from shared.models import JobState, LocalCloud
+from shared.models import LocalCloud
+from shared.records import JobState
 from shared.session import Session
 from shared.timings import IDLE_ROUND_S
 from shared.transitions import SENT

@@ -18,7 +18,8 @@ from resource_manager.pool import Pool
 from shared import naming, sandbox
 from shared.dispatch import Dispatcher
 from shared.jobcreate import NewJob
-from shared.models import JobState, ReleaseConfig
+from shared.models import ReleaseConfig
+from shared.records import JobState
 from shared.session import Session
 from tests.helpers import wait_until
 

@@ -25,7 +25,8 @@ from resource_manager.drivers.local import LocalDriver
 from resource_manager.pool import Pool
 from shared.errors import ClobiError
 from shared.message import JobMessage
-from shared.models import JobState, LocalCloud, ReleaseConfig
+from shared.models import LocalCloud, ReleaseConfig
+from shared.records import JobState
 from shared.session import Session
 from tests.faults.invariants import assert_invariants
 from tests.helpers import wait_until

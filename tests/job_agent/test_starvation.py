@@ -14,7 +14,8 @@ import pytest
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.pool import Pool
-from shared.models import JobState, LocalCloud
+from shared.models import LocalCloud
+from shared.records import JobState
 from shared.session import Session
 from shared.transitions import SENT
 from tests.helpers import wait_until

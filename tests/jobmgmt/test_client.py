@@ -10,7 +10,7 @@ from typing import Any
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient, as_dicts
 from resource_manager.pool import Pool
-from shared.models import JobState
+from shared.records import JobState
 from shared.session import Session
 from tests.helpers import cli
 

@@ -82,7 +82,7 @@ def test_fetch_brings_succeeded_results_only_unless_asked_and_says_what_it_skipp
     tmp_path: Path, make_session: Callable[..., Session]
 ) -> None:
     from resource_manager.pool import Pool
-    from shared.models import JobState
+    from shared.records import JobState
     from tests.helpers import wait_until
 
     session = make_session(max_attempts=1)

@@ -35,7 +35,8 @@ from shared import naming, sandbox, sessionfile
 from shared.aws import Aws
 from shared.errors import ClobiError, SandboxError
 from shared.home import private_dir
-from shared.models import JobState, LocalCloud, SessionConfig
+from shared.models import LocalCloud, SessionConfig
+from shared.records import JobState
 from shared.session import Session
 from shared.transitions import Outcome
 from tests.faults.state import lose_state

@@ -16,7 +16,8 @@ from jobmgmt.client import JobClient
 from resource_manager.drivers.local import LocalDriver
 from resource_manager.pool import Pool
 from shared import naming
-from shared.models import Bootstrap, JobState, ReleaseConfig, VmState
+from shared.models import Bootstrap, ReleaseConfig
+from shared.records import JobState, VmState
 from shared.session import Session
 from tests.faults.invariants import assert_invariants
 from tests.helpers import wait_until

@@ -9,7 +9,8 @@ from typing import Any
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from shared.events import SESSION_KEY
-from shared.models import AutoscaleConfig, Ec2Cloud, JobState, LocalCloud, VmState
+from shared.models import AutoscaleConfig, Ec2Cloud, LocalCloud
+from shared.records import JobState, VmState
 from shared.session import Session
 from tests.helpers import cli, wait_until
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from resource_manager.pool import Pool
-from shared.models import AutoscaleConfig, Ec2Cloud, VmState
+from shared.models import AutoscaleConfig, Ec2Cloud
+from shared.records import VmState
 from shared.session import Session
 from tests.helpers import TmuxConsole, cli, requires_tool, wait_until
 

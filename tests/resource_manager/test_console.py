@@ -32,7 +32,8 @@ from resource_manager.console.state import ConsoleState
 from resource_manager.lifecycle import cleanup_session
 from resource_manager.monitor import PoolSnapshot
 from resource_manager.pool import Pool
-from shared.models import JobState, LocalCloud, VmRecord, VmState
+from shared.models import LocalCloud
+from shared.records import JobState, VmRecord, VmState
 from shared.session import Session
 from tests.helpers import TmuxConsole, cli, requires_tool, wait_until
 

@@ -13,7 +13,8 @@ from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.lease import NAME
 from shared.events import SESSION_KEY
-from shared.models import AutoscaleConfig, JobState, LocalCloud
+from shared.models import AutoscaleConfig, LocalCloud
+from shared.records import JobState
 from shared.session import Session
 from tests.helpers import wait_until
 

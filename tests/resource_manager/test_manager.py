@@ -18,7 +18,8 @@ from resource_manager.lifecycle import cleanup_session
 from resource_manager.manager import Now, ResourceManager
 from resource_manager.pool import Pool
 from shared.errors import SessionNotFound
-from shared.models import AutoscaleConfig, JobState
+from shared.models import AutoscaleConfig
+from shared.records import JobState
 from shared.session import Session
 from tests.resource_manager.test_monitor import ec2_session
 

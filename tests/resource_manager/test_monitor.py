@@ -14,7 +14,8 @@ from jobmgmt.client import JobClient
 from resource_manager.monitor import Monitor
 from resource_manager.pool import Pool
 from shared.message import decode
-from shared.models import Ec2Cloud, JobState, JobTask, LocalCloud, Reason, VmState
+from shared.models import Ec2Cloud, LocalCloud
+from shared.records import JobState, JobTask, Reason, VmState
 from shared.session import Session
 from tests.helpers import cli, wait_until
 

@@ -9,7 +9,7 @@ from typing import Any
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.pool import Pool
-from shared.models import JobState, VmState
+from shared.records import JobState, VmState
 from shared.session import Session
 from tests.helpers import cli, stop_process, wait_until
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.models import JobState, JobTask, Reason
+from shared.records import JobState, JobTask, Reason
 from shared.transitions import Outcome, after_attempt, after_reap, cancelled_while_queued
 
 NOW = "2026-12-06T07:00:00.000000Z"
