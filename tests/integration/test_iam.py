@@ -23,7 +23,7 @@ Moto's limits, and what this test does about them:
 - Cleanup runs with enforcement off: moto fails the signature of ListObjectsV2 with a prefix
   (getmoto/moto#5948).
 - Bucket policies are not enforced by moto's IAM check; the bucket policy is checked by shape
-  in test_vm_image.py.
+  in test_iam_policies.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,54 @@
+"""Fixtures of the bad-input tests (test_bad_*.py): one session shared by a module's tests,
+a folder to submit from."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from jobmgmt import JobSpec
+from jobmgmt.client import JobClient
+from resource_manager.lifecycle import create_session
+from shared import sessionfile
+from shared.home import private_dir
+from shared.models import LocalCloud, SessionConfig
+from shared.session import Session
+from tests.faults.state import lose_state
+from tests.reliability.bad_input import Shared
+
+
+@pytest.fixture(scope="module")
+def shared(endpoint: str, endpoint_keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Shared:
+    """One session for the module (a fresh one a test would cost seconds): priorities 1..3,
+    local VMs of 2 cores, no release, and one queued job named `keep`. Every test checks that
+    the endpoint holds the same before and after, so they may share it."""
+    home = tmp_path_factory.mktemp("bad-input")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CLOBI_HOME", str(home / "clobi-home"))
+        private_dir(home / "clobi-home" / "local")
+        shutil.copy(endpoint_keys, home / "clobi-home" / "local" / "credentials")
+        lose_state(endpoint)
+        config = SessionConfig(
+            name="bad",
+            endpoint_url=endpoint,
+            clouds=(LocalCloud(name="local", driver="local", cores_per_vm=2, max_vms=4),),
+        )
+        session = Session(create_session(config))
+        file = str(sessionfile.path_for(session.id))
+        script = home / "a.sh"
+        script.write_text("true\n")
+        JobClient(session).submit(JobSpec(script=str(script), name="keep"))
+    return Shared(session, file)
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """A folder with a script, an input file and a directory holding another `in.txt`."""
+    work = tmp_path / "work"
+    (work / "d").mkdir(parents=True)
+    (work / "a.sh").write_text("#!/bin/bash\necho hi\n")
+    (work / "in.txt").write_text("input\n")
+    (work / "d" / "in.txt").write_text("another\n")
+    return work
