@@ -88,7 +88,7 @@ class Autoscaler:
         snapshot = self.monitor.snapshot
         vms = []
         for vm in self.pool.vms():
-            if vm.state not in (VmState.STARTING, VmState.RUNNING, VmState.DRAINING):
+            if not vm.state.live:
                 continue
             started = vm.started_at.timestamp() if vm.started_at else wall
             vms.append(

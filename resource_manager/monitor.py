@@ -19,6 +19,7 @@ from resource_manager.pool import Pool
 from shared.dispatch import Dispatcher
 from shared.events import SESSION_KEY
 from shared.records import JobState, Reason, VmRecord, VmState
+from shared.timings import LEFTOVERS_EVERY_S
 from shared.transitions import SENT
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Monitor:
         self._running: dict[str, str] = {}
         self._gone: dict[str, VmState] = {}  # stopped or failed, and not alive in its cloud
         self._started = False
+        self._next_leftovers = 0.0
 
     def step(self, mono: float) -> list[str]:
         """One pass at `mono`, a time.monotonic() reading (every interval the monitor judges
@@ -64,6 +66,7 @@ class Monitor:
             self._refuse_too_big(decisions)
             self._started = True
         vms = self._check_vms(mono, decisions)
+        self._release_leftovers(mono, vms, decisions)
         counts, busy = self._reap(mono, decisions)
         # Jobs put back to pending are in priorities the dispatcher may remember as empty.
         redispatched = self._redispatch(mono, decisions)
@@ -127,6 +130,23 @@ class Monitor:
                 )
                 self._fail_vm(vm, why, decisions)
         return vms
+
+    def _release_leftovers(self, mono: float, vms: list[VmRecord], decisions: list[str]) -> None:
+        """Now and then, have each cloud delete what VMs that are not live left behind."""
+        if mono < self._next_leftovers:
+            return
+        self._next_leftovers = mono + LEFTOVERS_EVERY_S
+        live = {vm.id for vm in vms if vm.state.live}
+        for cloud in self.config.clouds:
+            try:
+                deleted = self.pool.driver(cloud.name).release_leftovers(live)
+            except Exception as err:  # tried again later
+                log.warning("releasing leftovers in %s failed: %s", cloud.name, err)
+                continue
+            if deleted:
+                decisions.append(
+                    f"deleted what stopped VMs left in {cloud.name}: {', '.join(deleted)}"
+                )
 
     def _terminate_dead_record(self, vm: VmRecord, decisions: list[str]) -> None:
         """A VM the registry says stopped or failed that its cloud still runs (a terminate

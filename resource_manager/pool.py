@@ -38,7 +38,7 @@ class Pool:
         session's budget_per_hour; returns their ids. Raises ConfigError past a limit."""
         config = self.session.info.config.cloud(cloud)
         vms = self.vms()
-        live = [vm for vm in vms if vm.cloud == cloud and vm.state in _LIVE]
+        live = [vm for vm in vms if vm.cloud == cloud and vm.state.live]
         max_vms = self.max_vms.get(cloud, config.max_vms)
         if len(live) + count > max_vms:
             raise ConfigError(
@@ -81,7 +81,7 @@ class Pool:
         draining alike: a draining VM is billed until it stops)."""
         costs = {c.name: c.cost_per_hour for c in self.session.info.config.clouds}
         vms = self.vms() if vms is None else vms
-        return sum(costs.get(vm.cloud, 0.0) for vm in vms if vm.state in _LIVE)
+        return sum(costs.get(vm.cloud, 0.0) for vm in vms if vm.state.live)
 
     def drain(self, vm_ids: list[str]) -> list[str]:
         """Soft kill: flag the VMs; their agents finish running jobs and power off."""
@@ -155,6 +155,3 @@ class Pool:
         if failed:
             raise DriverError("; ".join(failed))
         return count
-
-
-_LIVE = (VmState.STARTING, VmState.RUNNING, VmState.DRAINING)

@@ -118,6 +118,11 @@ class VmState(StrEnum):
     STOPPED = "stopped"
     FAILED = "failed"
 
+    @property
+    def live(self) -> bool:
+        """Starting, running or draining: a VM that is, or will be, in its cloud."""
+        return self in (VmState.STARTING, VmState.RUNNING, VmState.DRAINING)
+
 
 class VmRecord(Frozen):
     id: str

@@ -35,3 +35,4 @@ FENCE_AFTER = 0.75
 KILL_GRACE_S = 3.0  # from SIGTERM to SIGKILL for a job's processes
 TERMINATE_WAIT_S = 120.0  # how long an EC2 terminate is verified before it counts as failed
 KILL_WAIT_S = 10.0  # how long a local VM's kill is verified
+LEFTOVERS_EVERY_S = 60.0  # how often the monitor has clouds delete what dead VMs left behind

@@ -31,7 +31,7 @@ def clouds_lines(
 
 def vms_lines(state: ConsoleState, now: datetime, limit: int = 12) -> list[str]:
     lines = ["VM                CLOUD   STATE     JOBS  BEAT"]
-    vms = [vm for vm in state.snapshot.vms if vm.state in LIVE][:limit]
+    vms = [vm for vm in state.snapshot.vms if vm.state.live][:limit]
     for vm in vms:
         age = (
             f"{(now - vm.last_heartbeat_at).total_seconds():.0f}s" if vm.last_heartbeat_at else "-"

@@ -38,3 +38,9 @@ class CloudDriver(ABC):
         before it could clean up after itself); called at session cleanup once every VM is
         gone. Returns how many resources it deleted; raises DriverError."""
         return 0
+
+    def release_leftovers(self, live_vms: set[str]) -> list[str]:
+        """While the session runs: delete what VMs not in `live_vms` (stopped, failed, gone)
+        created and left behind, never what a live VM may be using. Returns what it deleted;
+        raises DriverError."""
+        return []

@@ -135,23 +135,39 @@ class Ec2Driver(CloudDriver):
         deadline = time.monotonic() + TERMINATE_WAIT_S
         while True:
             volumes = self._volumes()
-            for volume_id, state in volumes:
-                if state == "available":
-                    try:
-                        with translated(f"delete volume {volume_id} in {self.name}"):
-                            self._ec2.delete_volume(VolumeId=volume_id)
-                        deleted += 1
-                    except AwsError as err:
-                        if err.code != "InvalidVolume.NotFound":  # gone meanwhile: fine
-                            raise DriverError(f"cloud {self.name}: {err}") from err
-            waiting = [v for v, state in volumes if state in ("in-use", "creating")]
+            for volume_id, state, _ in volumes:
+                if state == "available" and self._delete_volume(volume_id):
+                    deleted += 1
+            waiting = [v for v, state, _ in volumes if state in ("in-use", "creating")]
             if not waiting:
                 return deleted
             if time.monotonic() > deadline:
                 raise DriverError(f"cloud {self.name}: volumes {', '.join(waiting)} still in use")
             time.sleep(2.0)
 
-    def _volumes(self) -> list[tuple[str, str]]:
+    def release_leftovers(self, live_vms: set[str]) -> list[str]:
+        """Release volumes left `available` by VMs that are not live (an agent killed between
+        creating or detaching a volume and deleting it): they would bill for ever. A live VM's
+        volume is left alone, even `available`: its agent is about to attach it."""
+        deleted = []
+        for volume_id, state, vm_id in self._volumes():
+            if state == "available" and vm_id not in live_vms and self._delete_volume(volume_id):
+                deleted.append(volume_id)
+        return deleted
+
+    def _delete_volume(self, volume_id: str) -> bool:
+        """Delete one volume; False if it was gone already. Raises DriverError."""
+        try:
+            with translated(f"delete volume {volume_id} in {self.name}"):
+                self._ec2.delete_volume(VolumeId=volume_id)
+        except AwsError as err:
+            if err.code == "InvalidVolume.NotFound":  # gone meanwhile: fine
+                return False
+            raise DriverError(f"cloud {self.name}: {err}") from err
+        return True
+
+    def _volumes(self) -> list[tuple[str, str, str]]:
+        """(volume id, state, VM tag) of the session's release volumes, not being deleted."""
         filters = [
             {"Name": f"tag:{TAG_SESSION}", "Values": [self._session_id]},
             {"Name": "tag-key", "Values": [TAG_RELEASE]},
@@ -159,7 +175,7 @@ class Ec2Driver(CloudDriver):
         with self._calling("list the session's volumes"):
             pages = self._ec2.get_paginator("describe_volumes").paginate(Filters=filters)
             return [
-                (v["VolumeId"], v["State"])
+                (v["VolumeId"], v["State"], _tags(v).get(TAG_VM, "?"))
                 for page in pages
                 for v in page["Volumes"]
                 if v["State"] not in ("deleting", "deleted")
@@ -184,9 +200,12 @@ class Ec2Driver(CloudDriver):
             for page in pages:
                 for reservation in page.get("Reservations", []):
                     for inst in reservation.get("Instances", []):
-                        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
                         found.append(
-                            (tags.get(TAG_VM, "?"), inst["InstanceId"], inst["State"]["Name"])
+                            (
+                                _tags(inst).get(TAG_VM, "?"),
+                                inst["InstanceId"],
+                                inst["State"]["Name"],
+                            )
                         )
         return found
 
@@ -210,3 +229,7 @@ _PERMANENT = {
     "InvalidSubnetID.NotFound",
     "InvalidGroup.NotFound",
 }
+
+
+def _tags(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}

@@ -13,6 +13,7 @@ from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.monitor import Monitor
 from resource_manager.pool import Pool
+from shared import naming
 from shared.message import decode
 from shared.models import Ec2Cloud, LocalCloud
 from shared.records import JobState, JobTask, Reason, VmState
@@ -164,3 +165,38 @@ def test_a_sent_job_whose_message_is_lost_is_sent_again_after_resend_s(
     (again,) = session.aws.sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"]
     hint = decode(again["Body"])
     assert hint is not None and (hint.job_id, hint.attempt) == (job, 0)
+
+
+def _volume(session: Session, vm: str) -> str:
+    """An `ebs` release volume as `vm`'s agent leaves it when killed before deleting it."""
+    tags = {naming.TAG_SESSION: session.id, naming.TAG_VM: vm, naming.TAG_RELEASE: "14.2"}
+    out = session.aws.client("ec2").create_volume(
+        AvailabilityZone="us-east-1a",
+        Size=1,
+        TagSpecifications=[
+            {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        ],
+    )
+    return str(out["VolumeId"])
+
+
+def test_volumes_left_available_by_dead_vms_are_deleted_while_the_session_runs(
+    make_session: Callable[..., Session],
+) -> None:
+    """Only a live VM may still attach an available volume of its own; one a stopped or
+    failed VM left would bill until session cleanup. The monitor deletes those now and then."""
+    session = ec2_session(make_session, vm_timeout_s=10_000)
+    pool, live = running_vm(session)
+    (dead,) = pool.start("aws", 1)
+    pool.kill([dead])
+    kept, leaked = _volume(session, live), _volume(session, dead)
+    monitor = Monitor(pool)
+    decisions = monitor.step(1000.0)
+    assert f"deleted what stopped VMs left in aws: {leaked}" in decisions
+    volumes = session.aws.client("ec2").describe_volumes(
+        Filters=[{"Name": "tag-key", "Values": [naming.TAG_RELEASE]}]
+    )["Volumes"]
+    assert {v["VolumeId"] for v in volumes if v["State"] != "deleted"} == {kept}
+    again = _volume(session, dead)
+    assert not any("deleted" in d for d in monitor.step(1030.0)), "not before a minute"
+    assert f"deleted what stopped VMs left in aws: {again}" in monitor.step(1060.0)
