@@ -8,6 +8,7 @@ the instance, nor the tag conditions of the agent's IAM policy.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 import time
@@ -34,7 +35,11 @@ class Waits:
     attach_s: float = 120.0
     device_s: float = 60.0  # from "attached" in EC2 to the device node on the VM
     detach_s: float = 20.0  # unmount_all runs within the agent unit's stop timeout
-    poll_s: float = 1.0
+    # EC2 is eventually consistent: a volume just created may be missing from
+    # DescribeVolumes for a while. Missing for longer than this, it is gone.
+    unseen_s: float = 30.0
+    poll_s: float = 1.0  # the first look again; each next one waits half as long again ...
+    max_poll_s: float = 8.0  # ... up to this (many agents booting share one Describe rate)
 
 
 @dataclass(frozen=True)
@@ -147,17 +152,22 @@ class EbsAttacher:
     def _wait(
         self, volume_id: str, ready: Callable[[dict[str, Any]], bool], what: str, timeout_s: float
     ) -> None:
-        deadline = time.monotonic() + timeout_s
+        """Until EC2 shows the volume `ready`; raises ClobiError when it cannot be (error,
+        deleted, missing past `unseen_s`) or after `timeout_s`. Looks again with backoff."""
+        began = time.monotonic()
+        pause = self.waits.poll_s
         while True:
             found = self._describe([volume_id])
-            state = found[0]["State"] if found else "gone"
+            state = found[0]["State"] if found else "not found"
             if found and ready(found[0]):
                 return
-            if state in ("error", "gone", *GONE_STATES):
+            unseen_too_long = time.monotonic() - began >= self.waits.unseen_s
+            if state in ("error", *GONE_STATES) or (not found and unseen_too_long):
                 raise ClobiError(f"{what} is {state}")
-            if time.monotonic() >= deadline:
+            if time.monotonic() - began >= timeout_s:
                 raise ClobiError(f"{what} is still {state} after {timeout_s:.0f} s")
-            time.sleep(self.waits.poll_s)
+            time.sleep(pause * random.uniform(0.8, 1.2))
+            pause = min(pause * 1.5, self.waits.max_poll_s)
 
     def _describe(self, volume_ids: Iterable[str]) -> list[dict[str, Any]]:
         # A filter rather than VolumeIds: a volume already gone is no error here.
