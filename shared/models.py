@@ -108,7 +108,11 @@ class Ec2Cloud(Frozen):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     driver: Literal["ec2"]
     ami: str
-    instance_type: str = "c5.large"
+    instance_type: str | tuple[str, ...] = Field(
+        default="c5.large",
+        description="one type, or several of the same cores: tried in order while EC2 has no "
+        "capacity for one",
+    )
     cores_per_vm: Annotated[int, Field(ge=1, le=256)] = 2
     min_vms: Annotated[int, Field(ge=0)] = 0
     max_vms: Annotated[int, Field(ge=0)] = 10
@@ -116,7 +120,10 @@ class Ec2Cloud(Frozen):
     boot_s: Annotated[float, Field(ge=0)] = 60.0
     spot: bool = False
     instance_profile: str | None = None
-    subnet_id: str | None = None
+    subnet_id: str | tuple[str, ...] | None = Field(
+        default=None,
+        description="one subnet, or several (zones): tried in order while EC2 has no capacity",
+    )
     security_group_ids: tuple[str, ...] = ()
     region: Region | None = None
     endpoint_url: HttpUrl | None = None
@@ -132,6 +139,16 @@ class Ec2Cloud(Frozen):
     @model_validator(mode="after")
     def _min_within_max(self) -> Ec2Cloud:
         return _check_vm_range(self)
+
+    def placements(self) -> list[tuple[str, str | None]]:
+        """Where a VM may launch, (instance type, subnet) in the order to try."""
+        types = (self.instance_type,) if isinstance(self.instance_type, str) else self.instance_type
+        subnets: tuple[str | None, ...] = (
+            (self.subnet_id,)
+            if self.subnet_id is None or isinstance(self.subnet_id, str)
+            else self.subnet_id
+        )
+        return [(kind, subnet) for kind in types for subnet in subnets]
 
 
 def _check_vm_range(cloud: Any) -> Any:

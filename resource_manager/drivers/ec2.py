@@ -45,8 +45,13 @@ class Ec2Driver(CloudDriver):
         return self._aws.client("ec2")
 
     def launch(self, bootstrap: Bootstrap) -> str:
+        """Where EC2 has no capacity for one placement (instance type, subnet), the next is
+        tried at once; other failures are retried with backoff, each placement under its own
+        client token, so a retried request is the same request."""
         error: AwsError | None = None
-        for attempt in range(LAUNCH_TRIES):
+        placements = self._cloud.placements()
+        choice, attempt = 0, 0
+        while attempt < LAUNCH_TRIES:
             found = self._find(bootstrap.vm_id)
             if found:
                 return found[0]
@@ -54,17 +59,28 @@ class Ec2Driver(CloudDriver):
                 with translated(f"launch {bootstrap.vm_id} in {self.name}"):
                     # botocore's own retry would not look for the instance first, and not
                     # every endpoint honours ClientToken (moto does not).
-                    out = self._aws.unretried("ec2").run_instances(**self._request(bootstrap))
+                    out = self._aws.unretried("ec2").run_instances(
+                        **self._request(bootstrap, *placements[choice], choice)
+                    )
                 return str(out["Instances"][0]["InstanceId"])
             except AwsError as err:
                 error = err
                 if err.code in _PERMANENT:
                     break
+                if err.code in _NO_CAPACITY and choice + 1 < len(placements):
+                    choice += 1
+                    log.info("%s: %s; trying %s", self.name, err.code, placements[choice])
+                    continue
                 time.sleep(min(8.0, 0.5 * 2**attempt))
+                attempt += 1
+                choice = 0 if err.code in _NO_CAPACITY else choice
         raise DriverError(f"cloud {self.name}: cannot launch {bootstrap.vm_id}: {error}") from error
 
-    def _request(self, bootstrap: Bootstrap) -> dict[str, Any]:
+    def _request(
+        self, bootstrap: Bootstrap, instance_type: str, subnet: str | None, choice: int
+    ) -> dict[str, Any]:
         cloud = self._cloud
+        token = client_token(self._session_id, bootstrap.vm_id)
         tags = [
             {"Key": TAG_SESSION, "Value": self._session_id},
             {"Key": TAG_VM, "Value": bootstrap.vm_id},
@@ -72,10 +88,10 @@ class Ec2Driver(CloudDriver):
         ]
         request: dict[str, Any] = {
             "ImageId": cloud.ami,
-            "InstanceType": cloud.instance_type,
+            "InstanceType": instance_type,
             "MinCount": 1,
             "MaxCount": 1,
-            "ClientToken": client_token(self._session_id, bootstrap.vm_id),
+            "ClientToken": token if choice == 0 else f"{token[:60]}-{choice}",
             "UserData": render(bootstrap),
             "MetadataOptions": {
                 "HttpTokens": "required",
@@ -98,8 +114,8 @@ class Ec2Driver(CloudDriver):
                     "InstanceInterruptionBehavior": "terminate",
                 },
             }
-        if cloud.subnet_id:
-            request["SubnetId"] = cloud.subnet_id
+        if subnet:
+            request["SubnetId"] = subnet
         if cloud.security_group_ids:
             request["SecurityGroupIds"] = list(cloud.security_group_ids)
         return request
@@ -219,6 +235,8 @@ class Ec2Driver(CloudDriver):
             raise DriverError(f"cloud {self.name}: {err}") from err
 
 
+# EC2 has no room for this placement now; another type or zone may have.
+_NO_CAPACITY = {"InsufficientInstanceCapacity", "InsufficientHostCapacity", "Unsupported"}
 _PERMANENT = {
     "InvalidAMIID.Malformed",
     "InvalidAMIID.NotFound",
