@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
@@ -117,3 +118,24 @@ class TmuxConsole:
 
     def close(self) -> None:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True, check=False)
+
+
+def tar_archive(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    """A gzipped tar of these members, crafted at will (see `tar_member`)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def tar_member(
+    name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"x", **attrs: Any
+) -> tuple[tarfile.TarInfo, bytes | None]:
+    """One member of any kind, with any TarInfo attributes (mode, linkname, size...)."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info, data if kind == tarfile.REGTYPE else None

@@ -4,7 +4,6 @@ the one-line error every entry point gives, and crafted sandbox archives."""
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import re
 import stat
@@ -20,7 +19,7 @@ import pytest
 from shared import sandbox
 from shared.aws import Aws
 from shared.session import Session
-from tests.helpers import Result
+from tests.helpers import Result, tar_archive, tar_member
 
 MAX_MEMBERS = sandbox.DEFAULT_LIMITS.max_members
 
@@ -112,23 +111,10 @@ def assert_usage_error(result: Result) -> None:
 # --- crafted sandbox archives ---------------------------------------------------------------
 
 
-def archive(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
 def entry(
     name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"evil", **attrs: Any
 ) -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info, data if kind == tarfile.REGTYPE else None
+    return tar_member(name, kind, data, **attrs)
 
 
 def declared_huge(name: str, size: int) -> bytes:
@@ -141,20 +127,20 @@ def declared_huge(name: str, size: int) -> bytes:
 
 @cache
 def many_members(count: int) -> bytes:
-    return archive(*(entry(f"f{i}", data=b"") for i in range(count)))
+    return tar_archive(*(entry(f"f{i}", data=b"") for i in range(count)))
 
 
 # Built lazily: `outside` is the folder beside the destination, for absolute paths into it.
 BAD_ARCHIVES: list[tuple[str, Callable[[Path], bytes], str, str]] = [
     (
         "symlink",
-        lambda o: archive(entry("ok"), entry("out", tarfile.SYMTYPE, linkname=str(o))),
+        lambda o: tar_archive(entry("ok"), entry("out", tarfile.SYMTYPE, linkname=str(o))),
         "out",
         "link not allowed",
     ),
     (
         "symlink-then-write-through",
-        lambda o: archive(
+        lambda o: tar_archive(
             entry("d", tarfile.SYMTYPE, linkname=str(o)), entry("d/evil", data=b"through")
         ),
         "d",
@@ -162,44 +148,44 @@ BAD_ARCHIVES: list[tuple[str, Callable[[Path], bytes], str, str]] = [
     ),
     (
         "hard-link",
-        lambda o: archive(entry("ok"), entry("hard", tarfile.LNKTYPE, linkname="ok")),
+        lambda o: tar_archive(entry("ok"), entry("hard", tarfile.LNKTYPE, linkname="ok")),
         "hard",
         "link not allowed",
     ),
     (
         "hard-link-outside",
-        lambda o: archive(entry("hard", tarfile.LNKTYPE, linkname=str(o / "victim"))),
+        lambda o: tar_archive(entry("hard", tarfile.LNKTYPE, linkname=str(o / "victim"))),
         "hard",
         "link not allowed",
     ),
-    ("dot-dot", lambda o: archive(entry("ok"), entry("../evil")), "../evil", "'..' in path"),
-    ("inner-dot-dot", lambda o: archive(entry("a/../../evil")), "a/../../evil", "'..'"),
-    ("dot-dot-dir", lambda o: archive(entry("..", tarfile.DIRTYPE)), "..", "'..' in path"),
-    ("absolute", lambda o: archive(entry(str(o / "evil"))), "evil", "absolute path"),
-    ("char-device", lambda o: archive(entry("null", tarfile.CHRTYPE)), "null", "special file"),
-    ("block-device", lambda o: archive(entry("sda", tarfile.BLKTYPE)), "sda", "special file"),
-    ("fifo", lambda o: archive(entry("pipe", tarfile.FIFOTYPE)), "pipe", "special file"),
-    ("setuid", lambda o: archive(entry("suid", mode=0o4755)), "suid", "setuid/setgid"),
-    ("setgid", lambda o: archive(entry("sgid", mode=0o2755)), "sgid", "setuid/setgid"),
+    ("dot-dot", lambda o: tar_archive(entry("ok"), entry("../evil")), "../evil", "'..' in path"),
+    ("inner-dot-dot", lambda o: tar_archive(entry("a/../../evil")), "a/../../evil", "'..'"),
+    ("dot-dot-dir", lambda o: tar_archive(entry("..", tarfile.DIRTYPE)), "..", "'..' in path"),
+    ("absolute", lambda o: tar_archive(entry(str(o / "evil"))), "evil", "absolute path"),
+    ("char-device", lambda o: tar_archive(entry("null", tarfile.CHRTYPE)), "null", "special file"),
+    ("block-device", lambda o: tar_archive(entry("sda", tarfile.BLKTYPE)), "sda", "special file"),
+    ("fifo", lambda o: tar_archive(entry("pipe", tarfile.FIFOTYPE)), "pipe", "special file"),
+    ("setuid", lambda o: tar_archive(entry("suid", mode=0o4755)), "suid", "setuid/setgid"),
+    ("setgid", lambda o: tar_archive(entry("sgid", mode=0o2755)), "sgid", "setuid/setgid"),
     (
         "setgid-directory",
-        lambda o: archive(entry("d", tarfile.DIRTYPE, mode=0o2775)),
+        lambda o: tar_archive(entry("d", tarfile.DIRTYPE, mode=0o2775)),
         "d",
         "setuid/setgid",
     ),
     ("declared-huge", lambda o: declared_huge("bomb", 2**40), "bomb", "larger than"),
     ("very-many-members", lambda o: many_members(MAX_MEMBERS + 1), f"f{MAX_MEMBERS}", "members"),
-    ("no-name", lambda o: archive(entry("")), "''", "without a name"),
-    ("name-too-long", lambda o: archive(entry("n" * 300)), "nnnn", "longer than 255"),
+    ("no-name", lambda o: tar_archive(entry("")), "''", "without a name"),
+    ("name-too-long", lambda o: tar_archive(entry("n" * 300)), "nnnn", "longer than 255"),
     (
         "file-then-directory",
-        lambda o: archive(entry("a"), entry("a/b")),
+        lambda o: tar_archive(entry("a"), entry("a/b")),
         "a/b",
         "a is a file",
     ),
     (
         "directory-then-file",
-        lambda o: archive(entry("a", tarfile.DIRTYPE), entry("a")),
+        lambda o: tar_archive(entry("a", tarfile.DIRTYPE), entry("a")),
         "'a'",
         "both a file and a directory",
     ),

@@ -11,7 +11,8 @@ import pytest
 
 from shared import sandbox
 from shared.errors import SandboxError
-from tests.reliability.bad_input import archive, bad_archive_params, entry, tree
+from tests.helpers import tar_archive
+from tests.reliability.bad_input import bad_archive_params, entry, tree
 
 
 @pytest.mark.parametrize(("build", "member", "expected"), bad_archive_params())
@@ -35,7 +36,7 @@ def test_extract_refuses_an_unsafe_archive_naming_the_member_and_writes_nothing(
 
 def test_extract_stops_a_gzip_bomb_at_the_total_limit_before_writing(tmp_path: Path) -> None:
     zeros = b"\0" * (1 << 20)  # 1 MiB a member, a few KiB compressed
-    data = archive(*(entry(f"z{i}", data=zeros) for i in range(4)))
+    data = tar_archive(*(entry(f"z{i}", data=zeros) for i in range(4)))
     assert len(data) < 20_000
     limits = sandbox.Limits(max_total_bytes=3 << 20)
     with pytest.raises(SandboxError, match=r"sandbox member 'z3': the sandbox is larger"):
@@ -53,5 +54,5 @@ def test_extract_never_writes_through_a_link_the_destination_holds(tmp_path: Pat
         (dest / name.split("/")[0]).symlink_to(link)
         before = tree(outside)
         with pytest.raises(SandboxError, match=f"sandbox member '{name}': the destination holds"):
-            sandbox.extract(archive(entry(name, data=b"pwned")), dest)
+            sandbox.extract(tar_archive(entry(name, data=b"pwned")), dest)
         assert tree(outside) == before

@@ -13,10 +13,9 @@ from jobmgmt.client import JobClient
 from shared import naming
 from shared.records import JobState
 from shared.transitions import Outcome
-from tests.helpers import cli
+from tests.helpers import cli, tar_archive
 from tests.reliability.bad_input import (
     Shared,
-    archive,
     assert_one_error_line,
     bad_archive_params,
     declared_huge,
@@ -73,7 +72,7 @@ def test_fetch_into_a_destination_holding_a_link_writes_nothing_through_it(
 ) -> None:
     session, (job, key) = shared.session, finished
     session.aws.s3.put_object(
-        Bucket=session.info.bucket, Key=key, Body=archive(entry("stdout", data=b"pwned"))
+        Bucket=session.info.bucket, Key=key, Body=tar_archive(entry("stdout", data=b"pwned"))
     )
     victim = tmp_path / "victim"
     victim.write_text("untouched\n")
@@ -90,7 +89,7 @@ def test_fetch_into_a_destination_holding_a_link_writes_nothing_through_it(
     [
         (b"not an archive at all", "dest", "archive is unreadable: not a tar archive"),
         (declared_huge("stdout", 2**33), "dest", "sandbox member 'stdout': larger than"),
-        (archive(entry("stdout", data=b"fine\n")), "a-file", "cannot write into"),
+        (tar_archive(entry("stdout", data=b"fine\n")), "a-file", "cannot write into"),
     ],
     ids=["garbage", "huge-stdout", "into-a-file"],
 )

@@ -85,10 +85,12 @@ def test_ec2_launch_retried_after_a_lost_response_starts_one_instance(
         assert [(i.vm_id, i.instance_id) for i in live] == [(boot.vm_id, instance)]
 
 
-def release_volume(session: Session, session_id: str, release: str | None) -> str:
-    """A volume as an agent's `ebs` release leaves it (tagged with a release), or without the
-    release tag (a root volume, say)."""
-    tags = {naming.TAG_SESSION: session_id, naming.TAG_VM: "vm-aws-1"}
+def release_volume(
+    session: Session, session_id: str, release: str | None, vm: str = "vm-aws-1"
+) -> str:
+    """A volume as `vm`'s agent leaves its `ebs` release when killed before deleting it
+    (tagged with a release), or without the release tag (a root volume, say)."""
+    tags = {naming.TAG_SESSION: session_id, naming.TAG_VM: vm}
     if release:
         tags[naming.TAG_RELEASE] = release
     out = session.aws.client("ec2").create_volume(

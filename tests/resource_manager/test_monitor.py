@@ -19,6 +19,7 @@ from shared.models import Ec2Cloud, LocalCloud
 from shared.records import JobState, JobTask, Reason, VmState
 from shared.session import Session
 from tests.helpers import cli, wait_until
+from tests.resource_manager.test_ec2_driver import release_volume
 
 EC2 = Ec2Cloud(name="aws", driver="ec2", ami="ami-12c6146b", instance_profile="clobi-agent")
 
@@ -167,19 +168,6 @@ def test_a_sent_job_whose_message_is_lost_is_sent_again_after_resend_s(
     assert hint is not None and (hint.job_id, hint.attempt) == (job, 0)
 
 
-def _volume(session: Session, vm: str) -> str:
-    """An `ebs` release volume as `vm`'s agent leaves it when killed before deleting it."""
-    tags = {naming.TAG_SESSION: session.id, naming.TAG_VM: vm, naming.TAG_RELEASE: "14.2"}
-    out = session.aws.client("ec2").create_volume(
-        AvailabilityZone="us-east-1a",
-        Size=1,
-        TagSpecifications=[
-            {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
-        ],
-    )
-    return str(out["VolumeId"])
-
-
 def test_volumes_left_available_by_dead_vms_are_deleted_while_the_session_runs(
     make_session: Callable[..., Session],
 ) -> None:
@@ -189,7 +177,10 @@ def test_volumes_left_available_by_dead_vms_are_deleted_while_the_session_runs(
     pool, live = running_vm(session)
     (dead,) = pool.start("aws", 1)
     pool.kill([dead])
-    kept, leaked = _volume(session, live), _volume(session, dead)
+    kept, leaked = (
+        release_volume(session, session.id, "14.2", live),
+        release_volume(session, session.id, "14.2", dead),
+    )
     monitor = Monitor(pool)
     decisions = monitor.step(1000.0)
     assert f"deleted what stopped VMs left in aws: {leaked}" in decisions
@@ -197,6 +188,6 @@ def test_volumes_left_available_by_dead_vms_are_deleted_while_the_session_runs(
         Filters=[{"Name": "tag-key", "Values": [naming.TAG_RELEASE]}]
     )["Volumes"]
     assert {v["VolumeId"] for v in volumes if v["State"] != "deleted"} == {kept}
-    again = _volume(session, dead)
+    again = release_volume(session, session.id, "14.2", dead)
     assert not any("deleted" in d for d in monitor.step(1030.0)), "not before a minute"
     assert f"deleted what stopped VMs left in aws: {again}" in monitor.step(1060.0)

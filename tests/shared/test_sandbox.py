@@ -1,4 +1,3 @@
-import io
 import tarfile
 from pathlib import Path
 
@@ -6,25 +5,7 @@ import pytest
 
 from shared import sandbox
 from shared.errors import SandboxError
-
-
-def tar_with(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
-
-
-def member(
-    name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"x", **attrs: object
-) -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info, data if kind == tarfile.REGTYPE else None
+from tests.helpers import tar_archive, tar_member
 
 
 def test_pack_is_deterministic_and_roundtrips(tmp_path: Path) -> None:
@@ -49,19 +30,19 @@ def test_pack_refuses_links(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (member("link", tarfile.SYMTYPE, linkname="/etc/passwd"), "link"),
-        (member("hard", tarfile.LNKTYPE, linkname="x"), "link"),
-        (member("../../evil"), r"'\.\.'"),
-        (member("/abs/path"), "absolute"),
-        (member("dev", tarfile.CHRTYPE), "special file"),
-        (member("fifo", tarfile.FIFOTYPE), "special file"),
-        (member("suid", mode=0o4755), "setuid"),
+        (tar_member("link", tarfile.SYMTYPE, linkname="/etc/passwd"), "link"),
+        (tar_member("hard", tarfile.LNKTYPE, linkname="x"), "link"),
+        (tar_member("../../evil"), r"'\.\.'"),
+        (tar_member("/abs/path"), "absolute"),
+        (tar_member("dev", tarfile.CHRTYPE), "special file"),
+        (tar_member("fifo", tarfile.FIFOTYPE), "special file"),
+        (tar_member("suid", mode=0o4755), "setuid"),
     ],
 )
 def test_extract_refuses_unsafe_members_and_writes_nothing(
     tmp_path: Path, bad: tuple[tarfile.TarInfo, bytes | None], message: str
 ) -> None:
-    archive = tar_with(member("ok.txt"), bad)
+    archive = tar_archive(tar_member("ok.txt"), bad)
     dest = tmp_path / "dest"
     with pytest.raises(SandboxError, match=message):
         sandbox.extract(archive, dest)
@@ -70,10 +51,10 @@ def test_extract_refuses_unsafe_members_and_writes_nothing(
 
 
 def test_extract_enforces_count_and_size_limits(tmp_path: Path) -> None:
-    archive = tar_with(*(member(f"f{i}") for i in range(5)))
+    archive = tar_archive(*(tar_member(f"f{i}") for i in range(5)))
     with pytest.raises(SandboxError, match="more than 3 members"):
         sandbox.extract(archive, tmp_path / "a", sandbox.Limits(max_members=3))
-    big = tar_with(member("big", data=b"x" * 1000))
+    big = tar_archive(tar_member("big", data=b"x" * 1000))
     with pytest.raises(SandboxError, match="larger than"):
         sandbox.extract(big, tmp_path / "b", sandbox.Limits(max_member_bytes=100))
 
