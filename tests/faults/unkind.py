@@ -58,6 +58,8 @@ class Unkind:
       `TransactionConflict` or `ThrottlingError` (nothing applied);
     - `write_conflict_rate`: PutItem/UpdateItem/DeleteItem refused with
       TransactionConflictException (nothing applied);
+    - `unprocessed_rate`: BatchWriteItem answered with every item unprocessed (nothing
+      written), BatchGetItem with about half of its keys unprocessed;
     - `bursts`: throttling per service;
     - `ec2_lag_s`: an instance or volume created less than that ago is missing from
       Describe* (NotFound when asked by id, left out of a filtered answer);
@@ -70,6 +72,7 @@ class Unkind:
     txn_conflict_rate: float = 0.0
     txn_throttle_rate: float = 0.0
     write_conflict_rate: float = 0.0
+    unprocessed_rate: float = 0.0
     bursts: tuple[Burst, ...] = ()
     ec2_lag_s: float = 0.0
     short_poll_miss_rate: float = 0.0
@@ -84,6 +87,7 @@ def unkind(seed: int = 0, **overrides: Any) -> Unkind:
         "txn_conflict_rate": 0.05,
         "txn_throttle_rate": 0.02,
         "write_conflict_rate": 0.02,
+        "unprocessed_rate": 0.2,
         "bursts": (
             Burst("dynamodb", rate=0.5, burst_s=2.0, period_s=10.0),
             Burst("sqs", rate=0.3, burst_s=1.0, period_s=7.0),
@@ -160,6 +164,9 @@ class UnkindEndpoint:
                 return _cancelled(size, "ThrottlingError", self._rng)
         if action in _WRITES and self._roll(config.write_conflict_rate, "write conflict"):
             return _error("TransactionConflictException", "Transaction is ongoing for the item")
+        if action == "BatchWriteItem" and self._roll(config.unprocessed_rate, "unprocessed"):
+            unprocessed = {"UnprocessedItems": json.loads(body)["RequestItems"]}
+            return 200, _JSON, json.dumps(unprocessed).encode()
         return None
 
     # --- after forwarding: remember, and show the past ----------------------------------------
@@ -188,7 +195,24 @@ class UnkindEndpoint:
                     self._written = {k: at for k, at in self._written.items() if at > since}
         elif action in ("Query", "Scan") and body.get("IndexName") and self.config.gsi_lag_s:
             return self._lagging(body, payload)
+        elif action == "BatchGetItem" and self._roll(self.config.unprocessed_rate, "unprocessed"):
+            return self._unprocessed(body, payload)
         return payload
+
+    def _unprocessed(self, body: dict[str, Any], payload: bytes) -> bytes:
+        """About half of what was read, handed back as unprocessed keys."""
+        answer = json.loads(payload)
+        for table, items in answer.get("Responses", {}).items():
+            with self._lock:
+                left = [i for i in items if self._rng.random() < 0.5]
+            if not left:
+                continue
+            names = self._keys.get(table) or tuple(body["RequestItems"][table]["Keys"][0])
+            keys = [{n: i[n] for n in names} for i in left]
+            answer["Responses"][table] = [i for i in items if i not in left]
+            unprocessed = answer.setdefault("UnprocessedKeys", {})
+            unprocessed[table] = {**body["RequestItems"][table], "Keys": keys}
+        return json.dumps(answer).encode()
 
     def _writes(self, action: str, body: dict[str, Any]) -> list[tuple[str, str]]:
         if action == "TransactWriteItems":

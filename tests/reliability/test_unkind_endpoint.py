@@ -161,6 +161,28 @@ def test_a_short_poll_can_miss_a_message_that_is_there(
     assert [m["Body"] for m in got["Messages"]] == ["here"]
 
 
+def test_batch_requests_leave_items_unprocessed(
+    unkind_proxy: Callable[..., FaultProxy],
+    aws_endpoint: str,
+    make_session: Callable[..., Session],
+) -> None:
+    proxy = unkind_proxy(seed=5, unprocessed_rate=1.0)
+    session, direct = sessions(proxy, aws_endpoint, make_session)
+    ddb = Aws("us-east-1", proxy.url).unretried("dynamodb")
+    table = session.events.table
+    put = {"PutRequest": {"Item": session.events.item("j.0", "noted")}}
+    answer = ddb.batch_write_item(RequestItems={table: [put]})
+    assert answer["UnprocessedItems"] == {table: [put]}
+    assert direct.events.for_job("j.0") == []  # nothing written
+    direct.jobs.create([new_job(f"b.{i}") for i in range(20)])
+    keys = [{"id": {"S": f"b.{i}"}} for i in range(20)]
+    answer = ddb.batch_get_item(RequestItems={session.jobs.table: {"Keys": keys}})
+    read = {i["id"]["S"] for i in answer["Responses"][session.jobs.table]}
+    left = {k["id"]["S"] for k in answer["UnprocessedKeys"][session.jobs.table]["Keys"]}
+    assert left and read and read | left == {f"b.{i}" for i in range(20)}
+    assert len(session.jobs.get_many(f"b.{i}" for i in range(20))) == 20  # asked again
+
+
 def test_the_same_seed_injects_the_same_faults(
     unkind_proxy: Callable[..., FaultProxy], aws_endpoint: str
 ) -> None:
