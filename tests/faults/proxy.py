@@ -89,8 +89,9 @@ class Rule:
 class FaultProxy:
     def __init__(self, upstream: str, *, unkind: Unkind | None = None) -> None:
         """`unkind`: behave as AWS does where moto is kinder (tests/faults/unkind.py), for
-        every request no rule takes; `self.unkind.injected` counts what it did."""
-        self.unkind = UnkindEndpoint(unkind) if unkind else None
+        every request no rule takes; `self.unkind.injected` counts what it did. Kind by
+        default, yet learning the tables' keys, so `self.unkind.become(...)` can follow."""
+        self.unkind = UnkindEndpoint(unkind or Unkind())
         target = urlparse(upstream)
         self.upstream = (target.hostname or "127.0.0.1", target.port or 80)
         self.rules: list[Rule] = []
@@ -180,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "delay" and rule is not None:
             time.sleep(rule.delay_s)
         unkind = self.owner.unkind if rule is None else None
-        answer = unkind.before(request) if unkind else None
+        answer = unkind.before(request) if unkind is not None else None
         if answer is not None:
             return self._answer(*answer)
         try:
@@ -189,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reset()
         if mode == "drop_response":
             return self._reset()
-        if unkind:
+        if unkind is not None:
             changed = unkind.after(request, status, payload)
             if changed != payload:  # DynamoDB's answers carry their checksum
                 payload = changed

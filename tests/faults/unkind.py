@@ -116,13 +116,20 @@ class UnkindEndpoint:
     injected: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(self.config.seed)
         self._lock = threading.Lock()
-        self._began = time.monotonic()
+        self.become(self.config)
         self._keys: dict[str, tuple[str, ...]] = {}  # table: its key attributes
         self._written: dict[tuple[str, str], float] = {}  # (table, key): when
         self._snapshots: dict[bytes, list[_Snapshot]] = {}  # index request: its answers
         self._created: dict[str, float] = {}  # EC2 instance or volume id: when
+
+    def become(self, config: Unkind) -> None:
+        """Behave as `config` says from now on (its dice and bursts start afresh); what was
+        learnt (the tables' keys, what was written and created when) is kept."""
+        with self._lock:
+            self.config = config
+            self._rng = random.Random(config.seed)
+            self._began = time.monotonic()
 
     def _roll(self, rate: float, kind: str) -> bool:
         with self._lock:
@@ -172,30 +179,38 @@ class UnkindEndpoint:
     # --- after forwarding: remember, and show the past ----------------------------------------
 
     def after(self, request: Request, status: int, payload: bytes) -> bytes:
+        """What the caller sees of an answer; everything passing is learnt from, even what
+        this endpoint is not unkind to (`only`)."""
         service, _, action = request.operation.partition(".")
-        if status != 200 or not self._applies(request):
+        if status != 200:
             return payload
+        unkind_here = self._applies(request)
         if service == "dynamodb":
-            return self._dynamodb_after(action, json.loads(request.body or b"{}"), payload)
-        if service == "ec2" and self.config.ec2_lag_s:
+            body = json.loads(request.body or b"{}")
+            self._learn(action, body)
+            return self._dynamodb_after(action, body, payload) if unkind_here else payload
+        if service == "ec2" and self.config.ec2_lag_s and unkind_here:
             return self._ec2_after(action, payload)
         return payload
 
-    def _dynamodb_after(self, action: str, body: dict[str, Any], payload: bytes) -> bytes:
+    def _learn(self, action: str, body: dict[str, Any]) -> None:
         if action == "CreateTable":
             keys = tuple(k["AttributeName"] for k in body.get("KeySchema", []))
             self._keys[body["TableName"]] = keys
-        elif action in (*_WRITES, "TransactWriteItems", "BatchWriteItem"):
-            now = time.monotonic()
-            with self._lock:
-                for table, key in self._writes(action, body):
-                    self._written[(table, key)] = now
-                if len(self._written) > 10_000:  # only the young ones matter
-                    since = now - self.config.gsi_lag_s
-                    self._written = {k: at for k, at in self._written.items() if at > since}
-        elif action in ("Query", "Scan") and body.get("IndexName") and self.config.gsi_lag_s:
+        if action not in (*_WRITES, "TransactWriteItems", "BatchWriteItem"):
+            return
+        now = time.monotonic()
+        with self._lock:
+            for table, key in self._writes(action, body):
+                self._written[(table, key)] = now
+            if len(self._written) > 10_000:  # only the young ones matter
+                since = now - self.config.gsi_lag_s
+                self._written = {k: at for k, at in self._written.items() if at > since}
+
+    def _dynamodb_after(self, action: str, body: dict[str, Any], payload: bytes) -> bytes:
+        if action in ("Query", "Scan") and body.get("IndexName") and self.config.gsi_lag_s:
             return self._lagging(body, payload)
-        elif action == "BatchGetItem" and self._roll(self.config.unprocessed_rate, "unprocessed"):
+        if action == "BatchGetItem" and self._roll(self.config.unprocessed_rate, "unprocessed"):
             return self._unprocessed(body, payload)
         return payload
 
@@ -225,11 +240,16 @@ class UnkindEndpoint:
             ]
         else:
             parts = [body]
+        for part in parts:  # a table created behind another proxy: its keys, as named here
+            if "Key" in part:
+                self._keys.setdefault(part["TableName"], tuple(sorted(part["Key"])))
         return [
             (p["TableName"], self._key(p["TableName"], p.get("Key") or p["Item"])) for p in parts
         ]
 
     def _key(self, table: str, item: dict[str, Any]) -> str:
+        """An item's key, by the table's key attributes (from its CreateTable, or as a write
+        named them); an item of a table not known yet counts as keyed by all it holds."""
         names = self._keys.get(table) or tuple(sorted(item))
         return json.dumps([item.get(n) for n in names], sort_keys=True)
 

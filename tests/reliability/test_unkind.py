@@ -50,7 +50,7 @@ def faulty(
 
 def be_unkind(proxy: FaultProxy, config: Unkind) -> UnkindEndpoint:
     """From now on (the session was created kindly)."""
-    proxy.unkind = UnkindEndpoint(config)
+    proxy.unkind.become(config)
     return proxy.unkind
 
 
@@ -75,9 +75,9 @@ def test_jobs_flow_under_an_unkind_endpoint(
     resource_manager(session)
     Pool(session).start("local", 2)
     body = 'sleep "0.$((RANDOM % 5))"\necho "$CLOBI_JOB_ID" > out.txt\n'
-    spec = JobSpec(script=script(tmp_path, body), count=30, outputs=("out.txt",))
+    spec = JobSpec(script=script(tmp_path, body), count=60, outputs=("out.txt",))
     ids = JobClient(session).submit(spec, token="flow")
-    rows = JobClient(direct).wait(ids, timeout=150)
+    rows = JobClient(session).wait(ids, timeout=150)  # through the unkind endpoint too
     print(f"unkind: {dict(endpoint.injected)}")
     assert {r.state for r in rows} == {JobState.SUCCEEDED}
     assert sum(endpoint.injected.values()) > 0
