@@ -7,6 +7,10 @@ the unkind proxy; the checks talk to moto directly.
 
 from __future__ import annotations
 
+import json
+import os
+import random
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,6 +85,41 @@ def test_jobs_flow_under_an_unkind_endpoint(
     print(f"unkind: {dict(endpoint.injected)}")
     assert {r.state for r in rows} == {JobState.SUCCEEDED}
     assert sum(endpoint.injected.values()) > 0
+    assert_invariants(direct)
+
+
+@pytest.mark.slow
+def test_soak_under_an_unkind_endpoint(
+    tmp_path: Path,
+    proxy: FaultProxy,
+    faulty: Callable[..., tuple[Session, Session]],
+    resource_manager: Callable[[Session], Any],
+) -> None:
+    """The soak's size and seed from CLOBI_SOAK_JOBS (1000), CLOBI_SOAK_VMS (4) and
+    CLOBI_SOAK_SEED (a random one, printed, to replay a run)."""
+    jobs_n = int(os.environ.get("CLOBI_SOAK_JOBS", "1000"))
+    vms_n = int(os.environ.get("CLOBI_SOAK_VMS", "4"))
+    seed = int(os.environ.get("CLOBI_SOAK_SEED", str(random.randrange(1 << 30))))
+    print(f"unkind soak: {jobs_n} jobs on {vms_n} VMs, seed {seed}")
+    session, direct = faulty(max_attempts=6, **LEASE)
+    endpoint = be_unkind(proxy, unkind(seed=seed))
+    resource_manager(session)
+    Pool(session).start("local", vms_n)
+    body = 'sleep "0.$((RANDOM % 5))"\necho "$CLOBI_JOB_ID $CLOBI_ATTEMPT" > out.txt\n'
+    spec = JobSpec(script=script(tmp_path, body), count=jobs_n, outputs=("out.txt",))
+    began = time.monotonic()
+    ids = JobClient(session).submit(spec, token="soak")
+    rows = JobClient(session).wait(ids, timeout=max(600, jobs_n * 0.6))
+    elapsed = time.monotonic() - began
+    figures = {
+        "seed": seed,
+        "states": dict(Counter(str(r.state) for r in rows)),
+        "attempts": dict(Counter(str(r.attempt) for r in rows)),
+        "injected": dict(endpoint.injected),
+        "seconds": round(elapsed, 1),
+    }
+    print("unkind soak figures: " + json.dumps(figures))
+    assert {r.state for r in rows} == {JobState.SUCCEEDED}
     assert_invariants(direct)
 
 
