@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from shared import localkeys
-from shared.errors import AwsError, ConditionFailed
+from shared.errors import AwsError, ConditionFailed, Contention
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _serializer = TypeSerializer()
@@ -28,20 +28,48 @@ def is_loopback(endpoint_url: str | None) -> bool:
     return bool(endpoint_url) and urlparse(endpoint_url).hostname in _LOOPBACK
 
 
+# Refusals that applied nothing and pass: throttling (left over when botocore's own retries
+# or its retry quota ran out) and conflicts with a transaction under way.
+CONTENTION_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "SlowDown",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+    }
+)
+# Cancellation reasons of a transaction that may go through if made again.
+_PASSING_REASONS = frozenset(
+    {"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+
+
 @contextmanager
 def translated(what: str) -> Iterator[None]:
-    """Turn botocore errors raised inside into AwsError (ConditionFailed for lost conditions)."""
+    """Turn botocore errors raised inside into AwsError: ConditionFailed for lost conditions,
+    Contention for throttling and conflicts (nothing applied: try again after a pause)."""
     try:
         yield
     except ClientError as err:
         error = err.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         message = error.get("Message", "")
+        cancelled = code == "TransactionCanceledException"
         if code == "ConditionalCheckFailedException" or (
-            code == "TransactionCanceledException" and _condition_among(err.response)
+            cancelled and _condition_among(err.response)
         ):
             raise ConditionFailed(f"{what}: condition failed", code) from err
-        raise AwsError(f"{what}: {code}: {message}".rstrip(": "), code) from err
+        text = f"{what}: {code}: {message}".rstrip(": ")
+        if code in CONTENTION_CODES or (cancelled and _passing(err.response)):
+            raise Contention(text, code) from err
+        raise AwsError(text, code) from err
     except BotoCoreError as err:
         raise AwsError(f"{what}: {err}", type(err).__name__) from err
     except ResponseParserError as err:  # an endpoint's error page instead of an AWS reply
@@ -55,6 +83,12 @@ def _condition_among(response: Mapping[str, Any]) -> bool:
     if not reasons:  # some endpoints only say it in the message
         return "ConditionalCheckFailed" in str(response.get("Error", {}).get("Message", ""))
     return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
+
+
+def _passing(response: Mapping[str, Any]) -> bool:
+    """Whether a cancelled transaction met only conflicts or throttling."""
+    reasons = {str(r.get("Code")) for r in response.get("CancellationReasons") or []}
+    return bool(reasons - {"None"}) and reasons <= _PASSING_REASONS
 
 
 SINGLE_PUT_BYTES = 8 * 1024 * 1024  # boto3's own multipart threshold
@@ -80,6 +114,13 @@ class Aws:
         self.endpoint_url = endpoint_url
         self._profile = profile
         self._session = boto3.session.Session(region_name=region, profile_name=profile)
+        # The retry mode, chosen: `standard` (jittered exponential backoff, the transient and
+        # throttling errors AWS lists) with `retries` retries, not `adaptive` (its client-side
+        # rate limiter would hold every call of the process, the lease renewals too, behind a
+        # throttled bulk read). Its retry quota is per client and drains under sustained
+        # throttling (5 units a throttled retry, 500 in all): past it botocore retries nothing,
+        # so what must get through retries contention itself (shared/backoff.py), and the
+        # lease path has a client of its own (`urgent`).
         self._config = Config(
             retries={"max_attempts": retries, "mode": "standard"},
             connect_timeout=5,
@@ -105,6 +146,14 @@ class Aws:
                 once = self._config.merge(Config(retries={"total_max_attempts": 1}))
                 self._clients[key] = self._make(service, self.endpoint_url, once)
             return self._clients[key]
+
+    @property
+    def urgent(self) -> Any:
+        """The DynamoDB client of the lease path (lease renewals, VM heartbeats): its own
+        retry quota, which bulk traffic cannot drain, and no retries of its own, since
+        botocore's throttling backoff (up to 20 s a pause) would outlast a lease: its callers
+        retry contention with short pauses within their deadline (backoff.retried)."""
+        return self.unretried("dynamodb")
 
     def _make(self, service: str, endpoint_url: str | None, config: Config | None = None) -> Any:
         kwargs: dict[str, Any] = {"config": config or self._config}

@@ -25,6 +25,11 @@ class ConditionFailed(AwsError):
     """A conditional write lost: someone else changed the item first."""
 
 
+class Contention(AwsError):
+    """Throttled, or a transaction conflict: nothing was applied, and the same call may be
+    made again after a pause (shared/backoff.py)."""
+
+
 class DriverError(ClobiError):
     """A cloud driver could not launch, list or terminate VMs."""
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from shared.aws import Aws, from_item, to_item, to_value, translated
+from shared.backoff import pauses, retried
 from shared.timeutil import iso, parse_iso, utcnow
 
 SESSION_KEY = "-"  # events about the session or its VMs, not a job
@@ -66,12 +69,21 @@ class EventLog:
             self._aws.ddb.put_item(TableName=self.table, Item=self.item(job_id, kind, **fields))
 
     def append_many(self, items: list[dict[str, Any]]) -> None:
+        """Events by 25 (BatchWriteItem, unprocessed items written again with backoff)."""
         for start in range(0, len(items), 25):
             requests = [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
-            while requests:
-                with translated("append events"):
-                    out = self._aws.ddb.batch_write_item(RequestItems={self.table: requests})
+            waits = pauses()
+            while True:
+                out = retried(partial(self._batch_write, requests))
                 requests = out.get("UnprocessedItems", {}).get(self.table, [])
+                if not requests:
+                    break
+                time.sleep(next(waits))  # what DynamoDB left unwritten: again, after a pause
+
+    def _batch_write(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        with translated("append events"):
+            out = self._aws.ddb.batch_write_item(RequestItems={self.table: requests})
+        return out
 
     def for_job(self, job_id: str) -> list[Event]:
         return [_event(raw) for raw in self._partition(job_id)]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from shared.aws import Aws, to_item, translated
+from shared.backoff import retried
 from shared.errors import BatchTaken, ConditionFailed, JobNotFound
 from shared.events import EventLog
 from shared.jobindex import JobQueries
@@ -49,35 +51,17 @@ class JobCreation(JobQueries):
         """Create jobs that do not exist yet (idempotent); returns how many were new.
 
         Jobs and their `submitted` events go in transactions of 50, each conditioned on the job
-        not existing: a repeated submission creates nothing, even after a crash half-way.
+        not existing: a repeated submission creates nothing, even after a crash half-way. A
+        transaction cancelled by a conflict or throttling is made again after a pause.
         `first`: these are a submission's first jobs, and if the first of them exists already
         the batch is taken (BatchTaken, nothing created): by a submission the caller compares.
         """
         created = 0
         for start in range(0, len(jobs), 50):
             chunk = jobs[start : start + 50]
-            actions = []
-            for job in chunk:
-                actions.append(
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": self._new_item(job),
-                            "ConditionExpression": "attribute_not_exists(id)",
-                        }
-                    }
-                )
-                actions.append(
-                    {
-                        "Put": {
-                            "TableName": self.events.table,
-                            "Item": self.events.item(job.id, "submitted", attempt=0),
-                        }
-                    }
-                )
+            actions = [action for job in chunk for action in self._creation(job)]
             try:
-                with translated("create jobs"):
-                    self._aws.ddb.transact_write_items(TransactItems=actions)
+                retried(partial(self._transact, "create jobs", actions))
                 created += len(chunk)
             except ConditionFailed:
                 if first and start == 0 and self._exists(chunk[0].id):
@@ -93,20 +77,34 @@ class JobCreation(JobQueries):
         return True
 
     def _create_one_by_one(self, jobs: list[NewJob]) -> int:
+        """Each job with its event in a transaction of its own (never a job without it)."""
         created = 0
         for job in jobs:
             try:
-                with translated("create job"):
-                    self._aws.ddb.put_item(
-                        TableName=self.table,
-                        Item=self._new_item(job),
-                        ConditionExpression="attribute_not_exists(id)",
-                    )
+                retried(partial(self._transact, "create job", self._creation(job)))
             except ConditionFailed:
                 continue
-            self.events.append(job.id, "submitted", attempt=0)
             created += 1
         return created
+
+    def _creation(self, job: NewJob) -> list[dict[str, Any]]:
+        """The job, if it does not exist yet, and its `submitted` event."""
+        item = self._new_item(job)
+        event = self.events.item(job.id, "submitted", attempt=0)
+        return [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(id)",
+                }
+            },
+            {"Put": {"TableName": self.events.table, "Item": event}},
+        ]
+
+    def _transact(self, what: str, actions: list[dict[str, Any]]) -> None:
+        with translated(what):
+            self._aws.ddb.transact_write_items(TransactItems=actions)
 
     def _new_item(self, job: NewJob) -> dict[str, Any]:
         return to_item(

@@ -3,10 +3,13 @@ indexes' schemas are here too, next to the queries that use them (docs/design.md
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import Any
 
 from shared.aws import Aws, from_item, to_value, translated
+from shared.backoff import pauses, retried
 from shared.errors import JobNotFound
 from shared.records import JobState, JobStatus
 from shared.timeutil import parse_iso
@@ -55,20 +58,28 @@ class JobQueries:
         return from_item(out["Item"])
 
     def get_many(self, job_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Items by id (BatchGetItem, 100 a request); unknown ids are left out."""
+        """Items by id (BatchGetItem, 100 a request, unprocessed keys asked again with backoff);
+        unknown ids are left out."""
         ids = list(dict.fromkeys(job_ids))
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), 100):
             keys = [{"id": to_value(i)} for i in ids[start : start + 100]]
             request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                with translated("read jobs"):
-                    out = self._aws.ddb.batch_get_item(RequestItems=request)
+            waits = pauses()
+            while True:
+                out = retried(partial(self._batch_get, request))
                 for item in out.get("Responses", {}).get(self.table, []):
                     job = from_item(item)
                     found[job["id"]] = job
                 request = out.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(next(waits))  # what DynamoDB left unread: again, after a pause
         return found
+
+    def _batch_get(self, request: dict[str, Any]) -> dict[str, Any]:
+        with translated("read jobs"):
+            return self._aws.ddb.batch_get_item(RequestItems=request)
 
     def by_state(self, state: JobState) -> Iterator[dict[str, Any]]:
         """Every job in a state, through the state index (a query, never a scan)."""

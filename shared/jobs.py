@@ -12,10 +12,13 @@ import json
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from shared.aws import from_item, to_value, translated
-from shared.errors import ConditionFailed, InvalidJob, JobNotFound
+from shared.aws import Aws, from_item, to_value, translated
+from shared.backoff import WRITE_BUDGET_S, retried
+from shared.errors import ConditionFailed, Contention, InvalidJob, JobNotFound
+from shared.events import EventLog
 from shared.jobcreate import JobCreation
 from shared.jobindex import _names
 from shared.records import JobState, JobTask, Reason
@@ -30,6 +33,7 @@ from shared.transitions import (
     pending_key,
 )
 
+MARK_BUDGET_S = 2.0  # a dispatcher meeting contention leaves the rest to the next fill
 _OWNED = "#st IN (:running, :saving) AND attempt = :att AND vm = :vm"
 
 
@@ -43,9 +47,16 @@ def _owned_values(attempt: int, vm: str) -> dict[str, Any]:
 
 
 class JobTable(JobCreation):
-    """Conditional operations on one session's job table. Each method is one logical transition."""
+    """Conditional operations on one session's job table. Each method is one logical transition.
 
-    # --- creation and reads -----------------------------------------------------------------
+    A write that meets contention (throttling, a transaction conflict) is made again after a
+    jittered pause: a lease renewal for a quarter of the lease, a completion till it lands
+    or its attempt is fenced (the reaper's, after `lease_s`), others for WRITE_BUDGET_S."""
+
+    def __init__(self, aws: Aws, table: str, events: EventLog, *, lease_s: float = 60.0) -> None:
+        super().__init__(aws, table, events)
+        self._urgent_s = lease_s / 4
+        self._settle_s = max(WRITE_BUDGET_S, 2 * lease_s)
 
     # --- dispatch -----------------------------------------------------------------------------
 
@@ -54,16 +65,16 @@ class JobTable(JobCreation):
     ) -> list[dict[str, Any]]:
         """Take jobs out of the pending set to send their messages (recorded as sent `at`), in
         transactions of 10; returns those this caller took. A lost condition means another
-        dispatcher is at the same jobs right now: this one stops and leaves the rest to it."""
+        dispatcher is at the same jobs right now: this one stops and leaves the rest to it; so
+        does contention that outlasts a short retry: what it took is returned, to be sent."""
         taken: list[dict[str, Any]] = []
         sent_at = iso(at or utcnow())
         for start in range(0, len(items), 10):
             chunk = items[start : start + 10]
             updates = [{"Update": self._sent_update(item, sent_at)} for item in chunk]
             try:
-                with translated("dispatch jobs"):
-                    self._aws.ddb.transact_write_items(TransactItems=updates)
-            except ConditionFailed:
+                retried(partial(self._transact, "dispatch jobs", updates), MARK_BUDGET_S)
+            except (ConditionFailed, Contention):
                 break
             taken.extend(chunk)
         return taken
@@ -114,9 +125,10 @@ class JobTable(JobCreation):
         """Conditionally take a queued job; None if it is not queued at that attempt any more.
         The `started` event is written with the attempt's next write (see `started_event`)."""
         token = secrets.token_hex(8)  # tells this claim from any other, our own included
-        try:
+
+        def claim() -> dict[str, Any]:
             with translated("claim job"):
-                out = self._aws.ddb.update_item(
+                return self._aws.ddb.update_item(
                     TableName=self.table,
                     Key={"id": to_value(job_id)},
                     UpdateExpression=(
@@ -141,7 +153,9 @@ class JobTable(JobCreation):
                     },
                     ReturnValues="ALL_NEW",
                 )
-            item = from_item(out["Attributes"])
+
+        try:
+            item = from_item(retried(claim, self._urgent_s)["Attributes"])
         except ConditionFailed:
             # Ours after all if a retry of this very request (its first answer lost) found
             # its own write: the claim token is this call's, and nothing happened since.
@@ -182,11 +196,14 @@ class JobTable(JobCreation):
         whether a cancel was requested, or None if the attempt is no longer ours."""
         values = {":one": to_value(1), **_owned_values(task.attempt, vm)}
         if events:
-            ok = self._write(task.id, "SET lease_seq = lease_seq + :one", _OWNED, values, events)
+            ok = self._write(
+                task.id, "SET lease_seq = lease_seq + :one", _OWNED, values, events, urgent=True
+            )
             return False if ok else None
-        try:
+
+        def renew() -> dict[str, Any]:
             with translated("renew lease"):
-                out = self._aws.ddb.update_item(
+                return self._aws.urgent.update_item(
                     TableName=self.table,
                     Key={"id": to_value(task.id)},
                     UpdateExpression="SET lease_seq = lease_seq + :one",
@@ -195,6 +212,9 @@ class JobTable(JobCreation):
                     ExpressionAttributeValues=values,
                     ReturnValues="ALL_NEW",
                 )
+
+        try:
+            out = retried(renew, self._urgent_s)
         except ConditionFailed:
             return None
         return bool(out["Attributes"].get("cancel_requested", {}).get("BOOL", False))
@@ -225,7 +245,12 @@ class JobTable(JobCreation):
             task.id, step.event, attempt=task.attempt, vm=vm, detail=step.detail
         )
         ok = self._transition(
-            task.id, step.fields, _OWNED, _owned_values(task.attempt, vm), [*events, event]
+            task.id,
+            step.fields,
+            _OWNED,
+            _owned_values(task.attempt, vm),
+            [*events, event],
+            budget_s=self._settle_s,
         )
         return step.state if ok else None
 
@@ -292,6 +317,7 @@ class JobTable(JobCreation):
         condition: str,
         values: dict[str, Any],
         events: Sequence[dict[str, Any]] = (),
+        budget_s: float = WRITE_BUDGET_S,
     ) -> bool:
         """SET the fields that have a value and REMOVE those that are None, if the condition
         holds, and append the events in the same transaction. False if it did not hold."""
@@ -307,7 +333,7 @@ class JobTable(JobCreation):
         update = ("SET " + ", ".join(sets)) if sets else ""
         if removes:
             update += " REMOVE " + ", ".join(removes)
-        return self._write(job_id, update.strip(), condition, values, events)
+        return self._write(job_id, update.strip(), condition, values, events, budget_s=budget_s)
 
     def _write(
         self,
@@ -316,8 +342,12 @@ class JobTable(JobCreation):
         condition: str,
         values: dict[str, Any],
         events: Sequence[dict[str, Any]] = (),
+        *,
+        budget_s: float = WRITE_BUDGET_S,
+        urgent: bool = False,
     ) -> bool:
-        """One conditional update, with events in the same transaction when there are any."""
+        """One conditional update, with events in the same transaction when there are any,
+        made again through contention for `budget_s` (`urgent`: on the lease path)."""
         update_args: dict[str, Any] = {
             "TableName": self.table,
             "Key": {"id": to_value(job_id)},
@@ -327,15 +357,19 @@ class JobTable(JobCreation):
         }
         if "#st" in update + condition:
             update_args["ExpressionAttributeNames"] = _names()
-        try:
-            with translated(f"update job {job_id}"):
-                if events:
-                    puts = [{"Put": {"TableName": self.events.table, "Item": e}} for e in events]
-                    self._aws.ddb.transact_write_items(
-                        TransactItems=[{"Update": update_args}, *puts]
-                    )
+        ddb = self._aws.urgent if urgent else self._aws.ddb
+        what = f"update job {job_id}"
+        puts = [{"Put": {"TableName": self.events.table, "Item": e}} for e in events]
+
+        def write() -> None:
+            with translated(what):
+                if puts:
+                    ddb.transact_write_items(TransactItems=[{"Update": update_args}, *puts])
                 else:
-                    self._aws.ddb.update_item(**update_args)
+                    ddb.update_item(**update_args)
+
+        try:
+            retried(write, self._urgent_s if urgent else budget_s)
         except ConditionFailed:
             return False
         return True

@@ -39,7 +39,8 @@ class Session:
 
     @cached_property
     def jobs(self) -> JobTable:
-        return JobTable(self.aws, self.info.tables["jobs"], self.events)
+        lease_s = self.info.config.lease_s
+        return JobTable(self.aws, self.info.tables["jobs"], self.events, lease_s=lease_s)
 
     @cached_property
     def queues(self) -> JobQueues:
@@ -47,7 +48,7 @@ class Session:
 
     @cached_property
     def vms(self) -> VmTable:
-        return VmTable(self.aws, self.info.tables["vms"])
+        return VmTable(self.aws, self.info.tables["vms"], urgent_s=self.info.config.lease_s / 4)
 
     def gone(self, err: AwsError) -> bool:
         """Whether `err` means the session no longer exists on its endpoint (cleaned up, or

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.aws import Aws, from_item, to_item, to_value, translated
+from shared.backoff import retried
 from shared.errors import ConditionFailed
 from shared.records import VmRecord, VmState
 from shared.timeutil import iso, parse_iso, utcnow
@@ -19,9 +20,11 @@ AUTOSCALE_SETTING = "autoscale"  # `clobi autoscale on|off`, over the session co
 
 
 class VmTable:
-    def __init__(self, aws: Aws, table: str) -> None:
+    def __init__(self, aws: Aws, table: str, *, urgent_s: float = 15.0) -> None:
+        """`urgent_s`: how long a VM heartbeat keeps trying through contention."""
         self._aws = aws
         self.table = table
+        self._urgent_s = urgent_s
 
     def put_launched(self, vm_id: str, cloud: str, cores: int, instance_id: str | None) -> None:
         """Record a VM the Resource Manager launched (`starting`); idempotent."""
@@ -82,19 +85,23 @@ class VmTable:
         return bool(record.get("drain"))
 
     def heartbeat(self, vm_id: str, running_jobs: list[str]) -> tuple[bool, set[str]]:
-        """Renew the VM's heartbeat with its running jobs; returns (drain flag, jobs to cancel)."""
-        with translated("VM heartbeat"):
-            out = self._aws.ddb.update_item(
-                TableName=self.table,
-                Key={"id": to_value(vm_id)},
-                UpdateExpression="SET last_heartbeat_at = :now, running_jobs = :jobs",
-                ExpressionAttributeValues={
-                    ":now": to_value(iso(utcnow())),
-                    ":jobs": to_value(list(running_jobs)),
-                },
-                ReturnValues="ALL_NEW",
-            )
-        record = from_item(out["Attributes"])
+        """Renew the VM's heartbeat with its running jobs; returns (drain flag, jobs to cancel).
+        Through throttling, on the lease path's own client (Aws.urgent)."""
+
+        def beat() -> dict[str, Any]:
+            with translated("VM heartbeat"):
+                return self._aws.urgent.update_item(
+                    TableName=self.table,
+                    Key={"id": to_value(vm_id)},
+                    UpdateExpression="SET last_heartbeat_at = :now, running_jobs = :jobs",
+                    ExpressionAttributeValues={
+                        ":now": to_value(iso(utcnow())),
+                        ":jobs": to_value(list(running_jobs)),
+                    },
+                    ReturnValues="ALL_NEW",
+                )
+
+        record = from_item(retried(beat, self._urgent_s)["Attributes"])
         return bool(record.get("drain")), set(record.get("cancels") or ())
 
     def request_cancel(self, vm_id: str, job_id: str) -> None:

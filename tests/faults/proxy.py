@@ -19,6 +19,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from embedded.server import _operation
+from tests.faults.unkind import Unkind, UnkindEndpoint
 
 Mode = Literal["pass", "delay", "blackhole", "reset", "drop_response", "throttle"]
 
@@ -85,7 +87,11 @@ class Rule:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, unkind: Unkind | None = None) -> None:
+        """`unkind`: behave as AWS does where moto is kinder (tests/faults/unkind.py), for
+        every request no rule takes; `self.unkind.injected` counts what it did. Kind by
+        default, yet learning the tables' keys, so `self.unkind.become(...)` can follow."""
+        self.unkind = UnkindEndpoint(unkind or Unkind())
         target = urlparse(upstream)
         self.upstream = (target.hostname or "127.0.0.1", target.port or 80)
         self.rules: list[Rule] = []
@@ -174,12 +180,24 @@ class _Handler(BaseHTTPRequestHandler):
             return self._throttle(request)
         if mode == "delay" and rule is not None:
             time.sleep(rule.delay_s)
+        unkind = self.owner.unkind if rule is None else None
+        answer = unkind.before(request) if unkind is not None else None
+        if answer is not None:
+            return self._answer(*answer)
         try:
             status, reason, response_headers, payload = self._forward(body)
         except OSError:
             return self._reset()
         if mode == "drop_response":
             return self._reset()
+        if unkind is not None:
+            changed = unkind.after(request, status, payload)
+            if changed != payload:  # DynamoDB's answers carry their checksum
+                payload = changed
+                response_headers = [
+                    (n, v) for n, v in response_headers if n.lower() != "x-amz-crc32"
+                ]
+                response_headers.append(("x-amz-crc32", str(zlib.crc32(payload))))
         self.send_response(status, reason)
         for name, value in response_headers:
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
@@ -224,6 +242,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def _answer(self, status: int, content_type: str, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def _throttle(self, request: Request) -> None:
         if request.headers.get("x-amz-target"):  # JSON protocols: DynamoDB, SQS
