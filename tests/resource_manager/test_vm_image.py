@@ -153,6 +153,7 @@ def test_a_wheel_session_installs_clobi_at_boot_pinned_by_hash(
         # installer is stdlib and boto3 only, and knows nothing of clobi's key file).
         key, secret = localkeys.read(localkeys.default_path()) or ("", "")
         env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
+        env.pop("PYTHONPATH", None)  # a VM has none; a checkout on it would look installed
         return subprocess.run(
             [*command, "--unit-dir", str(units)],
             capture_output=True,
