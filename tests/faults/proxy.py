@@ -15,6 +15,7 @@ the test's own checks go to the moto server directly.
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import struct
 import threading
@@ -30,7 +31,7 @@ from urllib.parse import urlparse
 from embedded.server import _operation
 from tests.faults.unkind import Unkind, UnkindEndpoint
 
-Mode = Literal["pass", "delay", "blackhole", "reset", "drop_response", "throttle"]
+Mode = Literal["pass", "delay", "blackhole", "reset", "drop_response", "throttle", "fail"]
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Rule:
     delay_s: float = 0.0
     every: int = 1  # fire on every n-th match (throttle 1 in 3, say)
     on_match: Callable[[Request], None] | None = None
+    code: str = ""  # the AWS error code a `fail` rule answers
     fired: int = 0
     seen: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -117,8 +119,10 @@ class FaultProxy:
         delay_s: float = 0.0,
         every: int = 1,
         on_match: Callable[[Request], None] | None = None,
+        code: str = "",
     ) -> Rule:
-        rule = Rule(mode, match or (lambda _: True), times, delay_s, every, on_match)
+        """`fail` answers the AWS error `code` (InsufficientInstanceCapacity, say)."""
+        rule = Rule(mode, match or (lambda _: True), times, delay_s, every, on_match, code)
         self.rules.append(rule)
         self._released.clear()
         return rule
@@ -178,6 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reset()
         if mode == "throttle":
             return self._throttle(request)
+        if mode == "fail" and rule is not None:
+            return self._error(request, rule.code, 400)
         if mode == "delay" and rule is not None:
             time.sleep(rule.delay_s)
         unkind = self.owner.unkind if rule is None else None
@@ -252,24 +258,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _throttle(self, request: Request) -> None:
         if request.headers.get("x-amz-target"):  # JSON protocols: DynamoDB, SQS
-            status = 400
-            payload = b'{"__type":"ThrottlingException","message":"Rate exceeded (fault proxy)"}'
+            self._error(request, "ThrottlingException", 400)
+        elif request.operation.startswith("s3."):
+            self._error(request, "SlowDown", 503)
+        else:  # query protocols: EC2, older SQS
+            self._error(request, "Throttling", 400)
+
+    def _error(self, request: Request, code: str, status: int) -> None:
+        """An AWS error answer with `code`, in the request's protocol."""
+        message = f"{code} (fault proxy)"
+        if request.headers.get("x-amz-target"):  # JSON protocols: DynamoDB, SQS
+            payload = json.dumps({"__type": code, "message": message}).encode()
             content_type = "application/x-amz-json-1.0"
         elif request.operation.startswith("s3."):
-            status = 503
-            payload = (
-                b"<Error><Code>SlowDown</Code><Message>Slow down (fault proxy)</Message></Error>"
-            )
+            payload = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
             content_type = "application/xml"
         else:  # query protocols: EC2, older SQS
-            status = 400
             payload = (
-                b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
-                b"<Message>Rate exceeded (fault proxy)</Message></Error></ErrorResponse>"
-            )
+                f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message>"
+                "</Error></Errors></Response>"
+            ).encode()
             content_type = "text/xml"
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self._answer(status, content_type, payload)

@@ -23,7 +23,7 @@ from jobmgmt.client import JobClient
 from resource_manager.pool import Pool
 from shared.aws import Aws
 from shared.errors import AwsError
-from shared.models import JobState
+from shared.records import JobState
 from shared.session import Session
 from tests.faults.invariants import assert_invariants
 from tests.faults.proxy import FaultProxy, operation

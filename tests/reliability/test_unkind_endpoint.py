@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from shared.aws import Aws
 from shared.errors import JobNotFound
 from shared.jobcreate import NewJob
-from shared.models import JobState
+from shared.records import JobState
 from shared.session import Session
 from tests.faults.proxy import FaultProxy
 from tests.faults.unkind import Burst, Unkind

@@ -1,0 +1,132 @@
+"""What the unkind endpoint (tests/faults/unkind.py) found besides the transaction and retry
+defects of test_unkind.py: reads that trusted an index right after a write, EC2 calls that
+trusted Describe* right after a create, launches that gave up on one full zone or type, a
+queue read right after its creation. Each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from job_agent.volumes.attachments import EbsAttacher
+from jobmgmt import JobSpec
+from jobmgmt.client import JobClient
+from resource_manager.drivers.ec2 import Ec2Driver
+from resource_manager.lifecycle import create_session
+from shared import naming
+from shared.aws import Aws
+from shared.models import Bootstrap, Ec2Cloud, LocalCloud, SessionConfig
+from shared.session import Session
+from shared.transitions import SENT
+from tests.faults.proxy import FaultProxy, operation
+from tests.faults.unkind import Unkind
+from tests.job_agent.ec2vm import FAST, make_vm
+
+NO_VMS = (LocalCloud(name="local", driver="local", cores_per_vm=1, max_vms=1),)
+
+
+@pytest.fixture
+def proxy(aws_endpoint: str) -> Iterator[FaultProxy]:
+    with FaultProxy(aws_endpoint) as fault_proxy:
+        yield fault_proxy
+
+
+def _jobs(tmp_path: Path, count: int) -> JobSpec:
+    script = tmp_path / "job.sh"
+    script.write_text("true\n")
+    return JobSpec(script=str(script), count=count)
+
+
+def test_wait_for_every_job_right_after_a_submit_sees_them_all_despite_a_lagging_index(
+    tmp_path: Path, proxy: FaultProxy, make_session: Callable[..., Session]
+) -> None:
+    """`clobi wait` without ids used to list the jobs from the state index: right after a
+    submit it saw none, and said every job was done."""
+    session = make_session(endpoint_url=proxy.url, clouds=NO_VMS)
+    proxy.unkind.become(Unkind(seed=1, gsi_lag_s=30))
+    client = JobClient(session)
+    client.status()  # an earlier look at the index: its answer is what the lag shows
+    client.submit(_jobs(tmp_path, 3))
+    with pytest.raises(TimeoutError, match="3 queued"):
+        client.wait(timeout=1.0)
+    assert proxy.unkind.injected["stale index read"] > 0
+
+
+def test_a_submit_sends_its_jobs_messages_though_the_index_does_not_show_them_yet(
+    tmp_path: Path, aws_endpoint: str, proxy: FaultProxy, make_session: Callable[..., Session]
+) -> None:
+    """The submitter's own fill used to look for its jobs in the dispatch index, right after
+    writing them: with the index behind, it sent nothing, and the jobs waited for another
+    dispatcher (an agent's or the Resource Manager's)."""
+    session = make_session(endpoint_url=proxy.url, clouds=NO_VMS)
+    proxy.unkind.become(Unkind(seed=2, gsi_lag_s=30))
+    client = JobClient(session)
+    client.status()
+    ids = client.submit(_jobs(tmp_path, 2))
+    direct = Session(session.info, Aws(session.info.region, aws_endpoint))
+    assert sorted(i["id"] for i in direct.jobs.by_dispatch(SENT)) == sorted(ids)
+    depth, _ = direct.queues.depths()
+    assert depth["p1"] == 2
+
+
+def test_a_release_volume_missing_from_describe_right_after_its_creation_is_waited_for(
+    aws_endpoint: str, proxy: FaultProxy, make_session: Callable[..., Session]
+) -> None:
+    """EC2 may not list a volume it has just created: that used to fail the job's release
+    ("volume ... is gone") and abandon the volume."""
+    vm = make_vm(aws_endpoint, make_session)
+    proxy.unkind.become(Unkind(seed=3, ec2_lag_s=2.0))
+    ec2 = Aws("us-east-1", proxy.url).client("ec2")
+    attacher = EbsAttacher(ec2, vm.session.id, vm.vm_id, lambda: vm.identity, FAST)
+    attachment = attacher.attach("1.0", vm.snapshots[0])
+    assert proxy.unkind.injected["ec2 describe missing"] > 0
+    (volume,) = vm.volumes()
+    assert volume["VolumeId"] == attachment.volume_id and volume["State"] == "in-use"
+    assert attacher.discard([attachment.volume_id]) == []
+
+
+def test_a_launch_without_capacity_tries_the_next_type_and_zone_before_giving_up(
+    aws_endpoint: str, proxy: FaultProxy, make_session: Callable[..., Session]
+) -> None:
+    """EC2 has no capacity for one instance type in one zone at times; another may have."""
+    direct = Aws("us-east-1", aws_endpoint).client("ec2")
+    subnets = [s["SubnetId"] for s in direct.describe_subnets()["Subnets"]][:2]
+    cloud = Ec2Cloud(
+        name="aws",
+        driver="ec2",
+        ami="ami-12c6146b",
+        instance_type=("c5.large", "c5a.large"),
+        subnet_id=tuple(subnets),
+    )
+    session = make_session(clouds=(cloud,))
+    full = proxy.add(
+        "fail",
+        operation("ec2.RunInstances", body=b"InstanceType=c5.large"),
+        code="InsufficientInstanceCapacity",
+    )
+    driver = Ec2Driver(session.info, cloud, Aws("us-east-1", proxy.url))
+    boot = Bootstrap(vm_id=naming.new_vm_id("aws"), cloud="aws", cores=2, session=session.info)
+    instance = driver.launch(boot)
+    assert full.fired == 2, "both subnets tried with the first type"
+    (reservation,) = direct.describe_instances(InstanceIds=[instance])["Reservations"]
+    assert reservation["Instances"][0]["InstanceType"] == "c5a.large"
+
+
+def test_a_session_is_created_though_sqs_does_not_know_its_new_queue_at_once(
+    proxy: FaultProxy, make_session: Callable[..., Session]
+) -> None:
+    """AWS asks callers to wait a second after CreateQueue: reading the dead-letter queue's
+    ARN at once may meet "no such queue", which used to fail the whole session create."""
+    not_yet = proxy.add(
+        "fail",
+        operation("sqs.GetQueueAttributes"),
+        times=2,
+        code="AWS.SimpleQueueService.NonExistentQueue",
+    )
+    config: dict[str, Any] = {"name": "test", "endpoint_url": proxy.url, "clouds": NO_VMS}
+    info = create_session(SessionConfig(**config))
+    assert not_yet.fired == 2
+    assert Session(info).queues.depths()[0]["p1"] == 0
