@@ -268,15 +268,18 @@ class JobAgent:
     # --- heartbeat -------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
+        """Leases first (a job whose lease lapses is given up), then the VM record. A lease
+        renewal that failed is tried again at once, not a renewal period later."""
         renew_every_s = self.config.lease_s / 4
         last_renew = last_ship = time.monotonic()
-        while not self.stopping.wait(self.config.heartbeat_s):
+        behind = False  # a renewal failed: the next turn comes soon and renews everyone
+        while not self.stopping.wait(0.1 if behind else self.config.heartbeat_s):
             try:
-                self._vm_heartbeat()
-                due = time.monotonic() - last_renew >= renew_every_s
+                due = behind or time.monotonic() - last_renew >= renew_every_s
                 if due:
                     last_renew = time.monotonic()
-                self._renew_leases(everyone=due)
+                behind = not self._renew_leases(everyone=due)
+                self._vm_heartbeat()
                 if self._watch_spot and not self.drain.requested and spot_interrupted():
                     # Two minutes left: its jobs go back to the queue now, uncounted,
                     # rather than die with the VM and wait out their leases.
@@ -319,8 +322,10 @@ class JobAgent:
                 log.info("job %s: cancel requested", attempt.task.id)
                 attempt.kill(Reason.CANCELLED)
 
-    def _renew_leases(self, everyone: bool) -> None:
-        """Renew the leases when due; attempts with events held back are renewed at once."""
+    def _renew_leases(self, everyone: bool) -> bool:
+        """Renew the leases when due; attempts with events held back are renewed at once.
+        False if a renewal failed."""
+        renewed = True
         for attempt in self.running():
             with attempt.write_turn(wait=False) as mine:
                 if not mine or attempt.ended:  # its result is being (or was) written
@@ -334,6 +339,7 @@ class JobAgent:
                 except AwsError as err:
                     attempt.restore_events(events)
                     log.warning("lease renewal of job %s failed: %s", attempt.task.id, err)
+                    renewed = False
                     continue
             if cancel is None:
                 log.warning(
@@ -345,3 +351,4 @@ class JobAgent:
             log.debug("job %s attempt %d: lease renewed", attempt.task.id, attempt.task.attempt)
             if cancel:
                 attempt.kill(Reason.CANCELLED)
+        return renewed

@@ -14,6 +14,7 @@ T = TypeVar("T")
 
 FIRST_S = 0.05
 CAP_S = 2.0
+URGENT_CAP_S = 0.25  # the lease path: its window is a part of a lease, so it asks often
 WRITE_BUDGET_S = 20.0  # how long an ordinary write keeps trying through contention
 
 
@@ -26,12 +27,12 @@ def pauses(first_s: float = FIRST_S, cap_s: float = CAP_S) -> Iterator[float]:
         ceiling = min(cap_s, ceiling * 2)
 
 
-def retried(call: Callable[[], T], budget_s: float = WRITE_BUDGET_S) -> T:
+def retried(call: Callable[[], T], budget_s: float = WRITE_BUDGET_S, cap_s: float = CAP_S) -> T:
     """`call()` (raising translated errors) until it does not meet contention; the last
     Contention is raised once the next pause would end past `budget_s`. Anything else
     (ConditionFailed included) is raised at once."""
     deadline = time.monotonic() + budget_s
-    for pause in pauses():
+    for pause in pauses(cap_s=cap_s):
         try:
             return call()
         except Contention:

@@ -29,6 +29,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
+from shared.errors import AwsError
 from shared.message import JobMessage
 from shared.session import Session
 from shared.timeutil import parse_iso, utcnow
@@ -155,6 +156,10 @@ class Dispatcher:
         ]
         outcome = self._session.queues.send(priority, bodies)
         for item, sent in zip(items, outcome, strict=True):
-            if not sent:
+            if sent:
+                continue
+            try:  # each on its own: one that fails must not strand the others as sent
                 self._session.jobs.mark_pending(item["id"], int(item["priority"]), None)
+            except AwsError as err:  # the Resource Manager resends it after resend_s
+                log.warning("job %s stays sent without a message: %s", item["id"], err)
         return sum(outcome)

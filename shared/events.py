@@ -93,8 +93,12 @@ class EventLog:
         once they all exist, so a reader never waits for a job that is not there. Repeating
         it (a resumed submit) writes the same item again."""
         item = {"job_id": SUBMISSIONS_KEY, "sk": batch, "count": count, "at": iso(utcnow())}
-        with translated("record the submission"):
-            self._aws.ddb.put_item(TableName=self.table, Item=to_item(item))
+
+        def put() -> None:
+            with translated("record the submission"):
+                self._aws.ddb.put_item(TableName=self.table, Item=to_item(item))
+
+        retried(put)
 
     def submissions(self) -> dict[str, int]:
         """Every complete submission of the session, batch -> job count: a consistent read of

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from shared.aws import Aws, from_item, to_value, translated
-from shared.backoff import WRITE_BUDGET_S, retried
+from shared.backoff import URGENT_CAP_S, WRITE_BUDGET_S, retried
 from shared.errors import ConditionFailed, Contention, InvalidJob, JobNotFound
 from shared.events import EventLog
 from shared.jobcreate import JobCreation
@@ -214,7 +214,7 @@ class JobTable(JobCreation):
                 )
 
         try:
-            out = retried(renew, self._urgent_s)
+            out = retried(renew, self._urgent_s, URGENT_CAP_S)
         except ConditionFailed:
             return None
         return bool(out["Attributes"].get("cancel_requested", {}).get("BOOL", False))

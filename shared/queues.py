@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from typing import Any
@@ -158,22 +159,30 @@ class JobQueues:
 
     def send(self, priority: int, bodies: list[str]) -> list[bool]:
         """Send messages to a priority's queue, in batches; whether each one was sent (one
-        not sent is the caller's to undo). Never raises: a failed batch is all False."""
+        not sent is the caller's to undo). Entries SQS refused for its own reasons (throttled,
+        a server error) are sent again after a pause. Never raises: a failed batch is all
+        False."""
         sent: list[bool] = []
         for first in range(0, len(bodies), SQS_BATCH):
-            chunk = bodies[first : first + SQS_BATCH]
-            entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(chunk)]
+            sent += self._send_batch(self.url(priority), bodies[first : first + SQS_BATCH])
+        return sent
+
+    def _send_batch(self, url: str, bodies: list[str], tries: int = 3) -> list[bool]:
+        left = {str(i): body for i, body in enumerate(bodies)}  # not sent (yet)
+        for attempt in range(tries):
+            entries = [{"Id": i, "MessageBody": body} for i, body in left.items()]
             try:
                 with translated("send job messages"):
-                    out = self._aws.sqs.send_message_batch(
-                        QueueUrl=self.url(priority), Entries=entries
-                    )
-                failed = {f["Id"] for f in out.get("Failed", [])}
+                    out = self._aws.sqs.send_message_batch(QueueUrl=url, Entries=entries)
             except AwsError as err:
-                log.warning("sending %d job messages failed: %s", len(chunk), err)
-                failed = {e["Id"] for e in entries}
-            sent += [str(i) not in failed for i in range(len(chunk))]
-        return sent
+                log.warning("sending %d job messages failed: %s", len(entries), err)
+                break
+            failed = out.get("Failed", [])
+            left = {f["Id"]: left[f["Id"]] for f in failed}
+            if not failed or any(f.get("SenderFault") for f in failed):
+                break
+            time.sleep(0.2 * 2**attempt * random.uniform(0.5, 1.5))
+        return [str(i) not in left for i in range(len(bodies))]
 
     def ring(self) -> None:
         """The doorbell: a wake message in the lowest queue, the only one idle agents

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.aws import Aws, from_item, to_item, to_value, translated
-from shared.backoff import retried
+from shared.backoff import URGENT_CAP_S, retried
 from shared.errors import ConditionFailed
 from shared.records import VmRecord, VmState
 from shared.timeutil import iso, parse_iso, utcnow
@@ -101,7 +101,7 @@ class VmTable:
                     ReturnValues="ALL_NEW",
                 )
 
-        record = from_item(retried(beat, self._urgent_s)["Attributes"])
+        record = from_item(retried(beat, self._urgent_s, URGENT_CAP_S)["Attributes"])
         return bool(record.get("drain")), set(record.get("cancels") or ())
 
     def request_cancel(self, vm_id: str, job_id: str) -> None:

@@ -31,6 +31,9 @@ from tests.faults.unkind import Burst, Unkind, UnkindEndpoint, unkind
 from tests.helpers import wait_until
 
 LEASE = {"lease_s": 4, "heartbeat_s": 0.5}
+# A lease period that a client with sane pacing can hold through 80% of its calls throttled
+# for good (a 4 s lease leaves about 2 s to land one renewal in: a coin flip or two).
+THROTTLED_LEASE = {"lease_s": 12, "heartbeat_s": 0.5}
 
 
 @pytest.fixture
@@ -180,7 +183,7 @@ def test_leases_hold_under_sustained_throttling(
     faulty: Callable[..., tuple[Session, Session]],
     resource_manager: Callable[[Session], Any],
 ) -> None:
-    session, direct = faulty(**LEASE)
+    session, direct = faulty(**THROTTLED_LEASE)
     resource_manager(session)  # its reaper would take a job whose lease was not renewed
     Pool(session).start("local", 1)
     job = JobClient(session).submit(JobSpec(script=script(tmp_path, "sleep 12\n")))[0]
