@@ -60,6 +60,7 @@ class Polling:
             woke = not messages
             messages += self._round(free - len(messages))
         if not messages:  # a last look that asks every server before going idle
+            self.queues.flush(now=True)  # nothing to delete waits out its waits
             self.every_queue_next()
             messages = self._round(free, wait_s=LAST_LOOK_WAIT_S)
             woke = bool(messages)

@@ -17,6 +17,7 @@ from typing import Any
 
 from resource_manager.pool import Pool
 from shared.dispatch import Dispatcher
+from shared.errors import AwsError
 from shared.events import SESSION_KEY
 from shared.records import JobState, Reason, VmRecord, VmState
 from shared.timings import LEFTOVERS_EVERY_S
@@ -68,6 +69,7 @@ class Monitor:
         vms = self._check_vms(mono, decisions)
         self._release_leftovers(mono, vms, decisions)
         counts, busy = self._reap(mono, decisions)
+        counts = self._every_state(counts)
         # Jobs put back to pending are in priorities the dispatcher may remember as empty.
         redispatched = self._redispatch(mono, decisions)
         sent = self.dispatcher.fill(every_priority=redispatched, clock=mono)
@@ -130,6 +132,21 @@ class Monitor:
                 )
                 self._fail_vm(vm, why, decisions)
         return vms
+
+    def _every_state(self, active: Counter[str]) -> Counter[str]:
+        """Jobs per state: running and saving as the reaper just read them, the finished from
+        their counts (shared/tallies.py), queued what is left of every job submitted; never
+        an index of every finished job."""
+        counts = Counter(active)
+        try:
+            finished = self.session.vms.finished()
+            submitted = sum(self.session.events.submissions().values())
+        except AwsError as err:  # counts are for display only
+            log.warning("cannot count the jobs: %s", err)
+            return counts
+        counts.update({str(state): n for state, n in finished.items()})
+        counts[str(JobState.QUEUED)] = max(0, submitted - sum(counts.values()))
+        return counts
 
     def _release_leftovers(self, mono: float, vms: list[VmRecord], decisions: list[str]) -> None:
         """Now and then, have each cloud delete what VMs that are not live left behind."""

@@ -22,6 +22,7 @@ from shared.events import EventLog
 from shared.jobcreate import JobCreation
 from shared.jobindex import _names
 from shared.records import JobState, JobTask, Reason
+from shared.tallies import count_update, counter_key
 from shared.timeutil import iso, utcnow
 from shared.transitions import (
     SENT,
@@ -53,8 +54,12 @@ class JobTable(JobCreation):
     jittered pause: a lease renewal for a quarter of the lease, a completion till it lands
     or its attempt is fenced (the reaper's, after `lease_s`), others for WRITE_BUDGET_S."""
 
-    def __init__(self, aws: Aws, table: str, events: EventLog, *, lease_s: float = 60.0) -> None:
+    def __init__(
+        self, aws: Aws, table: str, events: EventLog, counts: str, *, lease_s: float = 60.0
+    ) -> None:
+        """`counts`: the table finished jobs are counted in (shared/tallies.py)."""
         super().__init__(aws, table, events)
+        self.counts = counts
         self._urgent_s = lease_s / 4
         self._settle_s = max(WRITE_BUDGET_S, 2 * lease_s)
 
@@ -186,7 +191,7 @@ class JobTable(JobCreation):
             job_id, "failed", attempt=attempt, vm=vm, detail=f"invalid: {detail}"[:500]
         )
         fields = {"state": "failed", "reason": "invalid", "finished_at": iso(utcnow())}
-        return self._transition(job_id, fields, _OWNED, _owned_values(attempt, vm), [event])
+        return self._transition(job_id, fields, _OWNED, _owned_values(attempt, vm), [event], by=vm)
 
     def started_event(self, task: JobTask, vm: str) -> dict[str, Any]:
         return self.events.item(task.id, "started", attempt=task.attempt, vm=vm)
@@ -251,6 +256,7 @@ class JobTable(JobCreation):
             _owned_values(task.attempt, vm),
             [*events, event],
             budget_s=self._settle_s,
+            by=vm,
         )
         return step.state if ok else None
 
@@ -318,9 +324,15 @@ class JobTable(JobCreation):
         values: dict[str, Any],
         events: Sequence[dict[str, Any]] = (),
         budget_s: float = WRITE_BUDGET_S,
+        by: str | None = None,
     ) -> bool:
         """SET the fields that have a value and REMOVE those that are None, if the condition
-        holds, and append the events in the same transaction. False if it did not hold."""
+        holds, and append the events in the same transaction; a job that finishes is counted
+        there too (on `by`'s VM record, the writing agent's). False if it did not hold."""
+        state = fields.get("state")
+        also = []
+        if state is not None and JobState(state).terminal:
+            also.append(count_update(self.counts, counter_key(by, job_id), JobState(state)))
         sets, removes = [], []
         values = dict(values)
         for index, (name, value) in enumerate(fields.items()):
@@ -333,7 +345,9 @@ class JobTable(JobCreation):
         update = ("SET " + ", ".join(sets)) if sets else ""
         if removes:
             update += " REMOVE " + ", ".join(removes)
-        return self._write(job_id, update.strip(), condition, values, events, budget_s=budget_s)
+        return self._write(
+            job_id, update.strip(), condition, values, events, budget_s=budget_s, also=also
+        )
 
     def _write(
         self,
@@ -345,9 +359,11 @@ class JobTable(JobCreation):
         *,
         budget_s: float = WRITE_BUDGET_S,
         urgent: bool = False,
+        also: Sequence[dict[str, Any]] = (),
     ) -> bool:
-        """One conditional update, with events in the same transaction when there are any,
-        made again through contention for `budget_s` (`urgent`: on the lease path)."""
+        """One conditional update, with events (and `also`, more transaction items) in the
+        same transaction when there are any, made again through contention for `budget_s`
+        (`urgent`: on the lease path)."""
         update_args: dict[str, Any] = {
             "TableName": self.table,
             "Key": {"id": to_value(job_id)},
@@ -360,6 +376,7 @@ class JobTable(JobCreation):
         ddb = self._aws.urgent if urgent else self._aws.ddb
         what = f"update job {job_id}"
         puts = [{"Put": {"TableName": self.events.table, "Item": e}} for e in events]
+        puts += also
 
         def write() -> None:
             with translated(what):

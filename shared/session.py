@@ -40,7 +40,13 @@ class Session:
     @cached_property
     def jobs(self) -> JobTable:
         lease_s = self.info.config.lease_s
-        return JobTable(self.aws, self.info.tables["jobs"], self.events, lease_s=lease_s)
+        return JobTable(
+            self.aws,
+            self.info.tables["jobs"],
+            self.events,
+            self.info.tables["vms"],
+            lease_s=lease_s,
+        )
 
     @cached_property
     def queues(self) -> JobQueues:

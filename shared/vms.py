@@ -5,12 +5,14 @@ Soft kill is not a driver call: it is the `drain` flag here, which the agent hon
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from shared.aws import Aws, from_item, to_item, to_value, translated
 from shared.backoff import URGENT_CAP_S, retried
 from shared.errors import ConditionFailed
-from shared.records import VmRecord, VmState
+from shared.records import JobState, VmRecord, VmState
+from shared.tallies import add_counts
 from shared.timeutil import iso, parse_iso, utcnow
 
 _NAMES = {"#st": "state"}
@@ -225,18 +227,29 @@ class VmTable:
 
     def all(self) -> list[VmRecord]:
         """Every VM of the session (a scan: the registry holds a few hundred items at most)."""
-        records: list[VmRecord] = []
+        records = [  # not the leases and settings (`@...`), nor counts alone (a VM unknown)
+            _record(raw)
+            for raw in self._scan()
+            if not str(raw["id"]).startswith("@") and "state" in raw
+        ]
+        return sorted(records, key=lambda r: (r.started_at is None, r.started_at, r.id))
+
+    def finished(self) -> Counter[JobState]:
+        """How many jobs succeeded, failed and were cancelled (shared/tallies.py)."""
+        counts: Counter[JobState] = Counter()
+        for raw in self._scan():
+            add_counts(raw, counts)
+        return counts
+
+    def _scan(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
         while True:
             with translated("list VMs"):
                 page = self._aws.ddb.scan(**kwargs)
-            records.extend(
-                _record(raw)
-                for raw in map(from_item, page.get("Items", []))
-                if not str(raw["id"]).startswith("@")
-            )
+            items.extend(map(from_item, page.get("Items", [])))
             if "LastEvaluatedKey" not in page:
-                return sorted(records, key=lambda r: (r.started_at is None, r.started_at, r.id))
+                return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 

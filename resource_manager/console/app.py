@@ -8,8 +8,6 @@ import os
 import queue
 import threading
 import time
-from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 import urwid
@@ -35,7 +33,6 @@ from resource_manager.console.state import ConsoleState
 from resource_manager.manager import Now, ResourceManager
 from resource_manager.pool import Pool
 from shared.errors import SessionNotFound
-from shared.records import JobState
 from shared.timeutil import utcnow
 
 SLOW_S = 5.0  # a worker call taking longer than this is reported in the log pane
@@ -264,16 +261,12 @@ class Console:
             self.stopping.wait(max(0.0, self.interval_s - (time.monotonic() - now.mono)))
 
     def _show_pool(self, previous: dict[str, str]) -> dict[str, str]:
-        """The job counts and the monitor's last view into the state (a standby's too);
-        returns the jobs running now, for the next step's transitions."""
-        counts = {str(s): self.pool.session.jobs.count_state(s) for s in JobState}
+        """The monitor's last view into the state (a standby's too); returns the jobs running
+        now, for the next step's transitions."""
         enabled = autoscale_enabled(self.pool)
         monitor = self.manager.monitor
-        # Every state counted here replaces the monitor's own count (adding them doubled
-        # running and saving).
-        snapshot = replace(monitor.snapshot, jobs=Counter(counts))
         with self.state.lock:
-            self.state.snapshot = snapshot
+            self.state.snapshot = monitor.snapshot
             self.state.autoscale = enabled
         self._note_transitions(previous, monitor.snapshot.running)
         return dict(monitor.snapshot.running)

@@ -41,6 +41,14 @@ def test_drained_vm_finishes_its_job_takes_no_new_one_and_stops(
     wait_until(lambda: running_on(client, long_job), timeout=30, what="the job to start")
     assert pool.drain([vm]) == [vm]
     assert vm_state(session, vm) is VmState.DRAINING
+    # Agents see a drain with their next heartbeat (README, heartbeat_s): from then on.
+    asked = session.vms.get(vm)
+    assert asked is not None
+    wait_until(
+        lambda: (r := session.vms.get(vm)) and r.last_heartbeat_at != asked.last_heartbeat_at,
+        timeout=10,
+        what="a heartbeat after the drain",
+    )
     later = client.submit(JobSpec(script=script(tmp_path, "true\n", "later.sh")))[0]
     wait_until(
         lambda: vm_state(session, vm) is VmState.STOPPED, timeout=60, what="the drained VM to stop"
