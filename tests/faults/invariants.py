@@ -20,7 +20,7 @@ from job_agent.runner import job_processes
 from shared import naming
 from shared.aws import from_item
 from shared.events import Event
-from shared.records import JobState
+from shared.records import TERMINAL_STATES, JobState
 from shared.session import Session
 
 END_KINDS = {"succeeded", "failed", "cancelled", "retry", "lost"}  # an attempt ends with one
@@ -46,11 +46,24 @@ def check(
     for job in jobs.values():
         problems += _job(session, job, expect_terminal)
     problems += _results(session, jobs)
+    problems += _counts(session, jobs)
     problems += _leftover_processes(jobs)
     secrets = tuple(c for c in canaries if c)
     if secrets:
         problems += _no_canary(session, secrets, home)
     return problems
+
+
+def _counts(session: Session, jobs: dict[str, dict[str, Any]]) -> list[str]:
+    """The finished jobs' counts (kept with their transitions) agree with the table: each
+    finish counted once, however often its write was tried."""
+    actual = Counter(JobState(job["state"]) for job in jobs.values())
+    counted = session.vms.finished()
+    return [
+        f"{state}: {counted[state]} counted, {actual[state]} in the table"
+        for state in TERMINAL_STATES
+        if counted[state] != actual[state]
+    ]
 
 
 def _all_jobs(session: Session) -> dict[str, dict[str, Any]]:
