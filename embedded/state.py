@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -201,6 +202,7 @@ class DurableState:
         pid = os.fork()
         if pid == 0:  # the child: write, and leave without running anything of the parent's
             gc.disable()
+            _close_sockets()
             code = 1
             try:
                 snapshot.dump(self._path("snapshot", number), self._blobs("snapshot", number))
@@ -233,3 +235,14 @@ class DurableState:
             self.journal.close()
         if self._compacting is not None:
             self._compacting.join()
+
+
+def _close_sockets() -> None:
+    """In a compaction child: let go of the server's sockets, so that the port is free and
+    nothing waits on it as soon as the endpoint is gone, whatever the child is doing."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if stat.S_ISSOCK(os.fstat(int(name)).st_mode):
+                os.close(int(name))
+        except OSError:
+            continue

@@ -146,8 +146,10 @@ def test_the_journal_is_compacted_into_a_snapshot_and_disk_use_stays_bounded(
         proc, url = durable()
         ddb = client(url, "dynamodb")
         wait_until(
-            lambda: len(list(state.glob("snapshot-*.pickle"))) == 1
-            and len(list(state.glob("journal-*.log"))) == 1,
+            lambda: (
+                len(list(state.glob("snapshot-*.pickle"))) == 1
+                and len(list(state.glob("journal-*.log"))) == 1
+            ),
             timeout=30,
             what="the old snapshot and journal to be dropped",
         )
