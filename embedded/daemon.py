@@ -26,6 +26,7 @@ from shared.session import Session, exists
 
 LOCAL = "local"
 DEFAULT_PORT = 4566
+PORT_WAIT_S = 10.0
 RESTORE_TIMEOUT_S = 300.0  # a large state takes a while to read back
 
 
@@ -56,7 +57,7 @@ def status() -> EndpointStatus:
         pid, url = int(state["pid"]), str(state["url"])
     except (OSError, ValueError, KeyError):
         return EndpointStatus(False, None, None, state_info(state_dir()))
-    running = _alive(pid) and _answers(url)
+    running = is_alive(pid) and _answers(url)
     return EndpointStatus(running, url, pid, state_info(state_dir()))
 
 
@@ -70,6 +71,10 @@ def up(port: int | None = None, *, default_port: int = DEFAULT_PORT) -> str:
         return current.url
     if port is None:
         port = last_port(state_dir()) or default_port
+    if port and current.pid is not None:  # it crashed: its port is free a moment later
+        deadline = time.monotonic() + PORT_WAIT_S
+        while _taken(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
     if port and _taken(port):
         raise EndpointError(
             f"port {port} on 127.0.0.1 is taken by another program; "
@@ -93,12 +98,12 @@ def down(timeout_s: float = 30.0) -> bool:
     """Stop the endpoint; True if one was running. Its state stays on disk for the next
     `up` (a stop that takes longer than `timeout_s` is a kill: nothing acknowledged is lost)."""
     current = status()
-    if current.pid is None or not _alive(current.pid):
+    if current.pid is None or not is_alive(current.pid):
         _state_file().unlink(missing_ok=True)
         return False
     os.kill(current.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(current.pid):
+    while is_alive(current.pid):
         if time.monotonic() > deadline:
             os.kill(current.pid, signal.SIGKILL)
         time.sleep(0.05)
@@ -137,7 +142,8 @@ def _taken(port: int) -> bool:
     return False
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
