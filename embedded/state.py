@@ -21,10 +21,11 @@ from typing import Any
 from embedded import changes, snapshot
 from embedded.journal import Journal, fsync_dir, read_records
 from shared.errors import EndpointError
+from shared.home import private_dir, write_private
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # of the files below; a snapshot also needs the moto version that wrote it
-COMPACT_BYTES = 64 * 1024**2  # a journal segment past this, or COMPACT_RECORDS, is compacted
+COMPACT_BYTES = 16 * 1024**2  # a journal segment past this, or COMPACT_RECORDS, is compacted
 COMPACT_RECORDS = 5000  # replaying a record costs about a request: this bounds a restore
 SPOOL_BYTES = 1024**2  # an S3 body past this is kept in a file under tmp/
 _NUMBERED = re.compile(r"^(snapshot|journal)-(\d{8})\.(pickle|log)$")
@@ -124,7 +125,7 @@ class DurableState:
     def restore(self, app: changes.App, port: int) -> int:
         """Load the last snapshot, replay the journal after it, open a new segment; returns
         how many records were replayed. Raises StateRefused."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.root)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(mode=0o700)
         tempfile.tempdir = str(self.tmp)
@@ -149,7 +150,7 @@ class DurableState:
             ) from err
         gc.freeze()  # what was restored lives on: the collector need not walk it again
         meta = {"format": FORMAT, "moto": moto_version(), "port": port}
-        (self.root / "format.json").write_text(json.dumps(meta))
+        write_private(self.root / "format.json", json.dumps(meta))
         numbers = self._numbered("journal") + snapshots
         self._open(max(numbers, default=0) + 1)
         log.info(
