@@ -18,7 +18,6 @@ from threading import Condition
 from typing import Any
 
 KEPT_SERVICES = ("dynamodb", "s3", "sqs", "iam")  # EC2 and STS: see docs/design.md
-INLINE_BYTES = 64 * 1024
 CHUNK_BYTES = 1 << 20
 _blobs = threading.local()  # the folder bodies are written to or read from, while (un)pickling
 

@@ -94,6 +94,9 @@ def test_every_acknowledged_change_survives_a_kill_9(durable: Launch, tmp_path: 
     big = os.urandom(3 * 1024**2)
     (tmp_path / "big").write_bytes(big * 4)  # 12 MiB: a multipart upload
     s3.upload_file(str(tmp_path / "big"), "bucket-1", "big")
+    spooled = tmp_path / "state" / "tmp"  # large bodies live in (unlinked) files there
+    held = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
+    assert any(path.startswith(str(spooled)) for path in held), held
     queue = sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "7"})["QueueUrl"]
     sqs.send_message(QueueUrl=queue, MessageBody="a hint")
     iam.create_user(UserName="agent")
