@@ -61,6 +61,16 @@ def client(url: str, service: str, keys: tuple[str, str] | None = None) -> Any:
     )
 
 
+def open_files(pid: int) -> list[str]:
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            continue
+    return found
+
+
 def crash(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
@@ -95,8 +105,7 @@ def test_every_acknowledged_change_survives_a_kill_9(durable: Launch, tmp_path: 
     (tmp_path / "big").write_bytes(big * 4)  # 12 MiB: a multipart upload
     s3.upload_file(str(tmp_path / "big"), "bucket-1", "big")
     spooled = tmp_path / "state" / "tmp"  # large bodies live in (unlinked) files there
-    held = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
-    assert any(path.startswith(str(spooled)) for path in held), held
+    assert any(path.startswith(str(spooled)) for path in open_files(proc.pid))
     queue = sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "7"})["QueueUrl"]
     sqs.send_message(QueueUrl=queue, MessageBody="a hint")
     iam.create_user(UserName="agent")
