@@ -50,8 +50,9 @@ class Bench:
 
 
 @contextmanager
-def bench(vms: int = 0, cores: int = 2, **config: Any) -> Iterator[Bench]:
-    """A fresh endpoint, home and session; everything is torn down at the end."""
+def bench(vms: int = 0, cores: int = 2, durable: bool = False, **config: Any) -> Iterator[Bench]:
+    """A fresh endpoint (`durable`: keeping its state on disk, as `clobi local up` runs it),
+    home and session; everything is torn down at the end."""
     with tempfile.TemporaryDirectory(prefix="clobi-bench-") as tmp:
         home = Path(tmp)
         old = os.environ.get("CLOBI_HOME")
@@ -62,6 +63,7 @@ def bench(vms: int = 0, cores: int = 2, **config: Any) -> Iterator[Bench]:
             log_file=home / "endpoint.log",
             credentials=localkeys.default_path(),
             detach=False,
+            state_dir=home / "state" if durable else None,
         )
         try:
             values: dict[str, Any] = {

@@ -286,6 +286,8 @@ SCENARIOS: dict[str, Callable[..., Figures]] = {
     "cancel": cancel,
     "idle": idle,
     "scale": scale,
+    "durable": lambda **kw: _durable().durable_throughput(**kw),
+    "restore": lambda **kw: _durable().restore(**kw),
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "throughput": {"jobs": 10},
@@ -294,4 +296,12 @@ SMOKE: dict[str, dict[str, Any]] = {
     "cancel": {"jobs": 2},
     "idle": {"seconds": 1.0, "settle_s": 0.5},
     "scale": {"jobs": 10, "vm_counts": (2,), "backlogs": (10,)},
+    "durable": {"jobs": 10},
+    "restore": {"jobs": 200},
 }
+
+
+def _durable() -> Any:
+    from benchmarks import durable  # it builds on this module's throughput run
+
+    return durable

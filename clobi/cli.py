@@ -101,13 +101,12 @@ def _gone(args: argparse.Namespace, err: ClobiError) -> str | None:
     if err.code == UNREACHABLE and info.endpoint_url and info.endpoint_url in str(err):
         return (
             f"the endpoint of session {info.id}, {info.endpoint_url}, does not answer "
-            "(the embedded endpoint: `clobi local up` starts it; its sessions live as long "
-            "as it runs)"
+            "(the embedded endpoint: `clobi local up` starts it again, with its sessions)"
         )
     if exists(info) is not False:
         return None
     return (
         f"session {info.id} no longer exists on its endpoint {info.endpoint_url or 'AWS'} "
-        "(an embedded endpoint keeps its state in memory: it was stopped or restarted); "
+        "(cleaned up, or an embedded endpoint started without its state); "
         f"`clobi session cleanup --session {info.id}` forgets it"
     )

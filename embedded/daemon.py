@@ -1,4 +1,5 @@
-"""The embedded endpoint as a daemon of this machine: `clobi local up|down|status`."""
+"""The embedded endpoint as a daemon of this machine: `clobi local up|down|status`. Its state
+is kept under `$CLOBI_HOME/local/state/` (see embedded/state.py) and restored by `up`."""
 
 from __future__ import annotations
 
@@ -14,14 +15,19 @@ from typing import Any
 
 from embedded import server
 from embedded.auth import sign
+from embedded.state import StateInfo, last_port
+from embedded.state import info as state_info
 from shared import localkeys, sessionfile
+from shared.dispatch import resend_sent
 from shared.errors import ClobiError, EndpointError
 from shared.home import local_dir
 from shared.models import SessionInfo
-from shared.session import exists
+from shared.session import Session, exists
 
 LOCAL = "local"
 DEFAULT_PORT = 4566
+PORT_WAIT_S = 10.0
+RESTORE_TIMEOUT_S = 300.0  # a large state takes a while to read back
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,11 @@ class EndpointStatus:
     running: bool
     url: str | None
     pid: int | None
+    state: StateInfo
+
+
+def state_dir() -> Path:
+    return local_dir() / "state"
 
 
 def _state_file() -> Path:
@@ -45,17 +56,25 @@ def status() -> EndpointStatus:
         state = json.loads(_state_file().read_text())
         pid, url = int(state["pid"]), str(state["url"])
     except (OSError, ValueError, KeyError):
-        return EndpointStatus(False, None, None)
-    if _alive(pid) and _answers(url):
-        return EndpointStatus(True, url, pid)
-    return EndpointStatus(False, url, pid)
+        return EndpointStatus(False, None, None, state_info(state_dir()))
+    running = is_alive(pid) and _answers(url)
+    return EndpointStatus(running, url, pid, state_info(state_dir()))
 
 
-def up(port: int = DEFAULT_PORT) -> str:
-    """Start the endpoint unless it runs already (idempotent); return its URL."""
+def up(port: int | None = None, *, default_port: int = DEFAULT_PORT) -> str:
+    """Start the endpoint unless it runs already (idempotent); return its URL. It restores
+    the state it keeps, on the port that state was last served on (the URL its sessions
+    know) unless `port` says otherwise, else on `default_port`; then the jobs whose
+    messages were out are sent again (messages are not kept). Raises EndpointError."""
     current = status()
     if current.running and current.url:
         return current.url
+    if port is None:
+        port = last_port(state_dir()) or default_port
+    if port and current.pid is not None:  # it crashed: its port is free a moment later
+        deadline = time.monotonic() + PORT_WAIT_S
+        while _taken(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
     if port and _taken(port):
         raise EndpointError(
             f"port {port} on 127.0.0.1 is taken by another program; "
@@ -67,27 +86,24 @@ def up(port: int = DEFAULT_PORT) -> str:
         log_file=_log_file(),
         credentials=localkeys.default_path(),
         detach=True,
+        timeout_s=RESTORE_TIMEOUT_S,
+        state_dir=state_dir(),
     )
+    for info in live_sessions(url):
+        resend_sent(Session(info))
     return url
 
 
-def down(timeout_s: float = 10.0, *, force: bool = False) -> bool:
-    """Stop the endpoint; True if one was running. Its state (every session on it) is lost,
-    so it refuses (EndpointError) while sessions live on it, unless `force`."""
+def down(timeout_s: float = 30.0) -> bool:
+    """Stop the endpoint; True if one was running. Its state stays on disk for the next
+    `up` (a stop that takes longer than `timeout_s` is a kill: nothing acknowledged is lost)."""
     current = status()
-    if current.pid is None or not _alive(current.pid):
+    if current.pid is None or not is_alive(current.pid):
         _state_file().unlink(missing_ok=True)
         return False
-    live = [info.id for info in live_sessions(current.url)] if current.running else []
-    if live and not force:
-        raise EndpointError(
-            f"{len(live)} session(s) live on the embedded endpoint, and stopping it loses "
-            f"them: {', '.join(live)}; end them first with `clobi session cleanup`, or "
-            "`clobi local down --force`"
-        )
     os.kill(current.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(current.pid):
+    while is_alive(current.pid):
         if time.monotonic() > deadline:
             os.kill(current.pid, signal.SIGKILL)
         time.sleep(0.05)
@@ -111,7 +127,7 @@ def resolve(endpoint_url: str | None, *, start: bool = False) -> str | None:
     if current.running:
         return current.url
     if start:
-        return up(port=0)
+        return up(default_port=0)
     raise EndpointError("the embedded endpoint is not running; start it with `clobi local up`")
 
 
@@ -126,7 +142,8 @@ def _taken(port: int) -> bool:
     return False
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -17,7 +17,6 @@ import importlib.util
 import io
 import json
 import logging
-import math
 import os
 import select
 import signal
@@ -30,8 +29,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
+from embedded import wire
 from embedded.auth import (
     MAX_BODY_BYTES,
     Refused,
@@ -41,6 +40,7 @@ from embedded.auth import (
     key_lookup,
     refusal,
 )
+from embedded.state import DurableState, StateRefused
 from embedded.tuning import speed_up_moto
 from shared import localkeys
 from shared.errors import EndpointError
@@ -60,8 +60,10 @@ class SerializedApp:
         self,
         app: Callable[[dict[str, Any], StartResponse], Iterable[bytes]],
         secret_of: SecretLookup,
+        state: DurableState | None = None,
     ) -> None:
         self._app = app
+        self.state = state
         self._secret_of = secret_of
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
@@ -74,7 +76,7 @@ class SerializedApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:  # a stranger's body is never read: the connection is closed instead
             head = check_head(environ, self._secret_of)
-            body = _read_body(environ, MAX_BODY_BYTES)
+            body = wire.read_body(environ, MAX_BODY_BYTES)
             environ[DRAINED] = True
             check_body(environ, body, head)
         except Refused as refused:
@@ -83,15 +85,15 @@ class SerializedApp:
             return [payload]
         if environ.get("PATH_INFO", "").startswith(STATS_PATH):
             return self._stats(environ, start_response)
-        operation = _operation(environ, body)
+        operation = wire.operation(environ, body)
         self.counts[operation] += 1
-        wait_s = _long_poll_s(environ, body)  # waited out here: the backend never waits
+        wait_s = wire.long_poll_s(environ, body)  # waited out here: the backend never waits
         deadline = time.monotonic() + wait_s
         while True:
             began = time.thread_time()
-            status, headers, payload = self._call_locked(environ, body)
+            status, headers, payload = self._call_locked(environ, body, operation)
             self.busy[operation] += time.thread_time() - began
-            if wait_s <= 0 or _has_messages(payload) or time.monotonic() >= deadline:
+            if wait_s <= 0 or wire.has_messages(payload) or time.monotonic() >= deadline:
                 break
             time.sleep(POLL_STEP_S)
             if _client_gone(environ):
@@ -102,8 +104,13 @@ class SerializedApp:
         start_response(status, headers)
         return [payload]
 
-    def _call_locked(self, environ: dict[str, Any], body: bytes) -> tuple[str, list[Any], bytes]:
+    def _call_locked(
+        self, environ: dict[str, Any], body: bytes, operation: str
+    ) -> tuple[str, list[Any], bytes]:
+        """moto's answer; with durable state, given once its change (and any change it
+        may have seen) is in the journal on disk: written under the lock, synced outside."""
         captured: list[Any] = []
+        pending = None
 
         def capture(status: str, headers: list[Any], exc_info: Any = None) -> None:
             captured[:] = [status, headers]
@@ -123,7 +130,11 @@ class SerializedApp:
                     close()
                 if self.profile is not None:
                     self.profile.disable()
-        status, headers = captured
+            status, headers = captured
+            if self.state is not None:
+                pending = self.state.record(env, body, operation, status, payload)
+        if pending is not None:
+            DurableState.wait(pending)
         return status, headers, payload
 
     def _stats(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
@@ -142,56 +153,6 @@ class SerializedApp:
             self.busy.clear()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [payload]
-
-
-def _operation(environ: dict[str, Any], body: bytes) -> str:
-    """`service.Operation` of a request, as far as cheaply known (for counting only)."""
-    auth = environ.get("HTTP_AUTHORIZATION", "")
-    scope = (
-        auth.split("Credential=", 1)[1].split(",", 1)[0].split("/") if "Credential=" in auth else []
-    )
-    service = scope[3] if len(scope) > 3 else "?"
-    target = environ.get("HTTP_X_AMZ_TARGET", "")
-    if target:
-        return f"{service}.{target.rsplit('.', 1)[-1]}"
-    if b"Action=" in body[:200]:
-        action = dict(parse_qsl(body[:500].decode(errors="replace"))).get("Action", "?")
-        return f"{service}.{action}"
-    return f"{service}.{environ.get('REQUEST_METHOD', '?')}"
-
-
-def _read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """The request's body, of at most `limit` bytes (Refused beyond: a chunked body says its
-    length only by ending)."""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    stream = environ["wsgi.input"]
-    if length > 0:
-        return bytes(stream.read(min(length, limit)))
-    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-        body = bytes(stream.read(limit + 1))
-        if len(body) > limit:
-            raise Refused("EntityTooLarge", f"a body is at most {limit} bytes here")
-        return body
-    return b""
-
-
-def _long_poll_s(environ: dict[str, Any], body: bytes) -> float:
-    """WaitTimeSeconds of an SQS ReceiveMessage, else 0. The request itself is passed on
-    unchanged: its signature covers the body (checked when IAM enforcement is on)."""
-    target = environ.get("HTTP_X_AMZ_TARGET", "")
-    wait: Any = 0
-    if target == "AmazonSQS.ReceiveMessage":
-        wait = json.loads(body or b"{}").get("WaitTimeSeconds") or 0
-    elif b"Action=ReceiveMessage" in body:
-        wait = dict(parse_qsl(body.decode())).get("WaitTimeSeconds") or 0
-    try:
-        seconds = float(wait)
-    except (TypeError, ValueError):
-        return 0.0
-    return min(max(seconds, 0.0), 20.0) if math.isfinite(seconds) else 0.0  # SQS's bounds
 
 
 def _backend_never_waits() -> None:
@@ -230,20 +191,20 @@ def _client_gone(environ: dict[str, Any]) -> bool:
         return True
 
 
-def _has_messages(payload: bytes) -> bool:
-    return b'"Messages"' in payload or b"<Message>" in payload
-
-
-def make_app(key: str, secret: str) -> SerializedApp:
+def make_app(key: str, secret: str, state: DurableState | None = None) -> SerializedApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     speed_up_moto()
     _backend_never_waits()
-    return SerializedApp(DomainDispatcherApplication(create_backend_app), key_lookup(key, secret))
+    backend = DomainDispatcherApplication(create_backend_app)
+    return SerializedApp(backend, key_lookup(key, secret), state)
 
 
-def serve(host: str, port: int, ready_file: Path | None, credentials: Path) -> None:
-    """Run the endpoint in this process until SIGTERM/SIGINT. Blocks."""
+def serve(
+    host: str, port: int, ready_file: Path | None, credentials: Path, state_dir: Path | None
+) -> None:
+    """Run the endpoint in this process until SIGTERM/SIGINT (with `state_dir`: restored
+    from it first, and every change kept there). Blocks; raises StateRefused."""
     from werkzeug.serving import WSGIRequestHandler, make_server
 
     class Handler(WSGIRequestHandler):
@@ -301,9 +262,11 @@ def serve(host: str, port: int, ready_file: Path | None, credentials: Path) -> N
     keys = localkeys.read(credentials)
     if keys is None:
         raise EndpointError(f"no key pair at {credentials}")
-    app = make_app(*keys)
+    app = make_app(*keys, DurableState(state_dir) if state_dir else None)
     server = make_server(host, port, app, threaded=True, request_handler=Handler)
     url = f"http://{host}:{server.server_port}"
+    if app.state is not None:  # bound first: the port is part of what the state holds
+        app.state.restore(app._app, server.server_port)
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -313,6 +276,8 @@ def serve(host: str, port: int, ready_file: Path | None, credentials: Path) -> N
     if ready_file is not None:
         write_private(ready_file, json.dumps({"url": url, "pid": os.getpid()}))
     server.serve_forever()
+    if app.state is not None:
+        app.state.close()
     if app.profile is not None:
         app.profile.dump_stats(os.environ["CLOBI_ENDPOINT_PROFILE"])
 
@@ -325,9 +290,12 @@ def launch(
     credentials: Path,
     detach: bool = True,
     timeout_s: float = 30.0,
+    state_dir: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the endpoint in a child process; return it and its URL once it answers. It
-    verifies every request against the key pair in `credentials` (made if missing)."""
+    """Start the endpoint in a child process; return it and its URL once it answers
+    (restored from `state_dir` and keeping its state there, if given). It verifies every
+    request against the key pair in `credentials` (made if missing). Raises EndpointError
+    (StateRefused: one line saying why)."""
     if importlib.util.find_spec("moto") is None:
         raise EndpointError(
             "the embedded endpoint needs moto: pip install 'clobi[local]' (AWS itself does not)"
@@ -347,6 +315,7 @@ def launch(
                 str(ready_file),
                 "--credentials",
                 str(credentials),
+                *(["--state", str(state_dir)] if state_dir else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -357,7 +326,11 @@ def launch(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ready_file.exists():
-            return proc, json.loads(ready_file.read_text())["url"]
+            ready = json.loads(ready_file.read_text())
+            if "error" in ready:
+                ready_file.unlink()
+                raise StateRefused(ready["error"])
+            return proc, ready["url"]
         if proc.poll() is not None:
             raise EndpointError(f"embedded endpoint exited at start; see {log_file}")
         time.sleep(0.05)
@@ -379,8 +352,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--credentials", type=Path, required=True, help="its key pair")
+    parser.add_argument("--state", type=Path, help="keep the state here (default: memory)")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.ready_file, args.credentials)
+    try:
+        serve(args.host, args.port, args.ready_file, args.credentials, args.state)
+    except StateRefused as refused:  # one line, for whoever started it
+        if args.ready_file is not None:
+            write_private(args.ready_file, json.dumps({"error": str(refused)}))
+        sys.exit(f"clobi endpoint: {refused}")
 
 
 if __name__ == "__main__":

@@ -32,25 +32,27 @@ def _register_local(commands: Any) -> None:
         "local",
         help="the embedded AWS endpoint (moto server on 127.0.0.1)",
         description="Run the embedded AWS endpoint as a daemon of this machine. Sessions whose "
-        'config says endpoint_url = "local" use it.',
+        'config says endpoint_url = "local" use it. Its state (sessions, jobs, results) is kept '
+        "in $CLOBI_HOME/local/state/ and survives a stop, a crash or a reboot.",
     )
     sub = local.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = sub.add_parser("up", help="start it (idempotent); prints its URL as the last line")
+    up = sub.add_parser(
+        "up",
+        help="start it (idempotent), restoring its state; prints its URL as the last line",
+    )
     up.add_argument(
         "--port",
         type=port,
-        default=endpoint.DEFAULT_PORT,
-        help=f"port on 127.0.0.1 (default {endpoint.DEFAULT_PORT}; 0 = any free)",
+        default=None,
+        help="port on 127.0.0.1 (default: the one its state was served on, which its "
+        f"sessions know, else {endpoint.DEFAULT_PORT}; 0 = any free)",
     )
     up.set_defaults(func=_local_up)
-    down = sub.add_parser(
-        "down", help="stop it; refused while sessions live on it (their state would be lost)"
-    )
-    down.add_argument(
-        "--force", action="store_true", help="stop it even so: every session on it is lost"
-    )
+    down = sub.add_parser("down", help="stop it; its state is kept for the next `up`")
     down.set_defaults(func=_local_down)
-    status = sub.add_parser("status", help="say whether it runs, and where")
+    status = sub.add_parser(
+        "status", help="whether it runs, where, and its state's size and last snapshot's age"
+    )
     add_json(status)
     status.set_defaults(func=_local_status)
 
@@ -61,17 +63,32 @@ def _local_up(args: argparse.Namespace) -> int:
 
 
 def _local_down(args: argparse.Namespace) -> int:
-    stopped = endpoint.down(force=args.force)
+    stopped = endpoint.down()
     print("embedded endpoint stopped" if stopped else "embedded endpoint was not running")
     return 0
 
 
 def _local_status(args: argparse.Namespace) -> int:
     state = endpoint.status()
+    kept = state.state
     if args.json:
-        print_json({"running": state.running, "url": state.url, "pid": state.pid})
+        print_json(
+            {
+                "running": state.running,
+                "url": state.url,
+                "pid": state.pid,
+                "state": {
+                    "path": kept.path,
+                    "bytes": kept.bytes,
+                    "snapshot_age_s": kept.snapshot_age_s,
+                },
+            }
+        )
     else:
         print(f"running at {state.url} (pid {state.pid})" if state.running else "not running")
+        age = kept.snapshot_age_s
+        snap = "no snapshot yet" if age is None else f"last snapshot {age:.0f} s ago"
+        print(f"state: {kept.bytes / 1024**2:.1f} MiB in {kept.path}, {snap}")
     return 0 if state.running else 1
 
 

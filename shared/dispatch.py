@@ -163,3 +163,15 @@ class Dispatcher:
             except AwsError as err:  # the Resource Manager resends it after resend_s
                 log.warning("job %s stays sent without a message: %s", item["id"], err)
         return sum(outcome)
+
+
+def resend_sent(session: Session) -> int:
+    """After the queues lost their messages (an embedded endpoint restored from its state
+    keeps no message: they are hints) every sent job is pending again, and the window is
+    filled anew; returns how many jobs went back to pending (one claimed meanwhile does not)."""
+    again = sum(
+        session.jobs.mark_pending(item["id"], int(item["priority"]), item.get("dispatched_at"))
+        for item in list(session.jobs.by_dispatch(SENT))
+    )
+    Dispatcher(session).fill(every_priority=True)
+    return again

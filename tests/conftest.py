@@ -115,3 +115,26 @@ def resource_manager() -> Iterator[Callable[[Session], Any]]:
     for proc in procs:
         _, err = stop_process(proc)
         print(f"--- clobi rm --headless (exit {proc.returncode}) ---\n{err}")
+
+
+@pytest.fixture
+def local_daemon(clobi_home: Path) -> Iterator[str]:
+    """`clobi local up` as a user runs it, in this test's home (on a free port, so it can be
+    started again on the same URL); its port. Stopped, and its sessions' VMs, at the end."""
+    import socket
+
+    from tests.helpers import cli
+
+    (clobi_home / "local" / "credentials").unlink()  # the suite's: this endpoint makes its own
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    up = cli("local", "up", "--port", port)
+    assert up.code == 0, up.err
+    yield port
+    for session in (clobi_home / "sessions").glob("*.json"):
+        cli("session", "cleanup", "--yes", "--session", session.stem)
+    cli("local", "down")
+    log = clobi_home / "local" / "endpoint.log"
+    if log.exists():
+        print(f"--- endpoint.log ---\n{log.read_text()[-4000:]}")

@@ -32,6 +32,8 @@ def test_every_benchmark_scenario_runs_at_smoke_size(tmp_path: Path) -> None:
         "cancel",
         "idle",
         "scale",
+        "durable",
+        "restore",
     }
     throughput = {f["name"]: f["median"] for f in report["scenarios"]["throughput"]}
     assert throughput["jobs/s"] > 0 and throughput["requests/job all"] > 0

@@ -56,7 +56,7 @@ def test_the_readme_tour_runs_as_written(
         if rm is not None:
             stop_process(rm)
         cli("session", "cleanup", "--yes")
-        cli("local", "down", "--force")
+        cli("local", "down")
 
 
 def _run(words: list[str]) -> Result:

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from embedded.server import _operation
+from embedded.wire import operation as _operation
 from tests.faults.unkind import Unkind, UnkindEndpoint
 
 Mode = Literal["pass", "delay", "blackhole", "reset", "drop_response", "throttle", "fail"]
