@@ -164,7 +164,7 @@ class Aws:
             if keys is not None:
                 kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = keys
         client = self._session.client(service, **kwargs)
-        if service == "s3":  # the session bucket's policy denies unencrypted uploads
+        if service == "s3":  # encrypted at rest, as the session bucket's policy asks
             for operation in ("PutObject", "CreateMultipartUpload"):
                 client.meta.events.register(f"before-parameter-build.s3.{operation}", _encrypt)
         return client

@@ -199,13 +199,13 @@ def test_the_resource_manager_tags_only_what_it_launches() -> None:
     assert delete["Condition"]["Null"] == {"aws:ResourceTag/clobi:release": "false"}
 
 
-def test_the_bucket_policy_denies_plain_http_and_unencrypted_uploads() -> None:
+def test_the_bucket_policy_denies_plain_http_and_other_encryption() -> None:
     policy = json.loads((IMAGE / "iam" / "bucket-policy.json").read_text())
     denies = {s["Sid"]: s for s in policy["Statement"] if s["Effect"] == "Deny"}
     assert denies["DenyInsecureTransport"]["Condition"] == {
         "Bool": {"aws:SecureTransport": "false"}
     }
-    assert "s3:x-amz-server-side-encryption" in json.dumps(denies["DenyUnencryptedUploads"])
+    assert "s3:x-amz-server-side-encryption" in json.dumps(denies["DenyOtherEncryption"])
 
 
 def test_the_resource_manager_launches_tagged_instances_and_volumes_only() -> None:
