@@ -21,6 +21,7 @@ from resource_manager.pool import Pool
 from shared import naming
 from shared.aws import Aws
 from shared.models import Bootstrap, Ec2Cloud, LocalCloud, SessionConfig
+from shared.records import JobState
 from shared.session import Session
 from shared.transitions import SENT
 from tests.faults.proxy import FaultProxy, operation
@@ -160,3 +161,22 @@ def test_the_monitor_counts_jobs_without_reading_an_index_of_every_finished_job(
     assert finished_reads.fired == 0
     counts = {state: n for state, n in monitor.snapshot.jobs.items() if n}
     assert counts == {"succeeded": 3, "failed": 1, "cancelled": 1, "queued": 1}
+
+
+def test_an_agent_finds_work_in_a_higher_queue_though_every_short_poll_misses(
+    tmp_path: Path, proxy: FaultProxy, make_session: Callable[..., Session]
+) -> None:
+    """A receive without a wait asks some of SQS's servers only, and may answer empty while
+    messages are there. Agents used to look at the higher queues with such receives alone (and
+    long-poll only the lowest): a priority-2 job could wait for ever. Before idling, an agent
+    now looks at every queue once more with a short wait."""
+    session = make_session(endpoint_url=proxy.url, priorities=3, clouds=NO_VMS)
+    proxy.unkind.become(Unkind(seed=5, short_poll_miss_rate=1.0))
+    Pool(session).start("local", 1)
+    client = JobClient(session)
+    script = tmp_path / "job.sh"
+    script.write_text("true\n")
+    (job,) = client.submit(JobSpec(script=str(script), priority=2))
+    (row,) = client.wait([job], timeout=30)
+    assert row.state is JobState.SUCCEEDED
+    assert proxy.unkind.injected["short poll missed"] > 0
