@@ -20,7 +20,7 @@ from shared.dispatch import Dispatcher
 from shared.errors import AwsError
 from shared.events import SESSION_KEY
 from shared.records import JobState, Reason, VmRecord, VmState
-from shared.timings import LEFTOVERS_EVERY_S
+from shared.timings import LEFTOVERS_EVERY_S, LISTED_WITHIN_S
 from shared.transitions import SENT
 
 log = logging.getLogger(__name__)
@@ -117,9 +117,12 @@ class Monitor:
                 if vm.state is VmState.STARTING
                 else self.config.vm_timeout_s
             )
-            # A launch still in flight has no instance yet: not gone, only not listed yet.
-            launched = vm.state is not VmState.STARTING or vm.instance_id is not None
-            gone = launched and vm.cloud in alive and vm.id not in alive[vm.cloud]
+            # A launch still in flight has no instance yet, and a cloud may not list a VM it
+            # has just launched (EC2's eventual consistency): not gone, only not listed yet.
+            listed = vm.state is not VmState.STARTING or (
+                vm.instance_id is not None and now - since >= LISTED_WITHIN_S
+            )
+            gone = listed and vm.cloud in alive and vm.id not in alive[vm.cloud]
             if now - since >= limit or (gone and now - since >= self.config.heartbeat_s * 3):
                 why = (
                     "VM is gone from its cloud"

@@ -35,4 +35,7 @@ FENCE_AFTER = 0.75
 KILL_GRACE_S = 3.0  # from SIGTERM to SIGKILL for a job's processes
 TERMINATE_WAIT_S = 120.0  # how long an EC2 terminate is verified before it counts as failed
 KILL_WAIT_S = 10.0  # how long a local VM's kill is verified
+# A VM its cloud does not list this long after its launch is gone (EC2 lists new instances
+# after a few seconds, now and then longer); one that registered was listed already.
+LISTED_WITHIN_S = 60.0
 LEFTOVERS_EVERY_S = 60.0  # how often the monitor has clouds delete what dead VMs left behind

@@ -21,7 +21,7 @@ from resource_manager.pool import Pool
 from shared import naming
 from shared.aws import Aws
 from shared.models import Bootstrap, Ec2Cloud, LocalCloud, SessionConfig
-from shared.records import JobState
+from shared.records import JobState, VmState
 from shared.session import Session
 from shared.transitions import SENT
 from tests.faults.proxy import FaultProxy, operation
@@ -29,6 +29,7 @@ from tests.faults.unkind import Unkind
 from tests.job_agent.ec2vm import FAST, make_vm
 
 NO_VMS = (LocalCloud(name="local", driver="local", cores_per_vm=1, max_vms=1),)
+EC2 = Ec2Cloud(name="aws", driver="ec2", ami="ami-12c6146b", instance_profile="clobi-agent")
 
 
 @pytest.fixture
@@ -180,3 +181,22 @@ def test_an_agent_finds_work_in_a_higher_queue_though_every_short_poll_misses(
     (row,) = client.wait([job], timeout=30)
     assert row.state is JobState.SUCCEEDED
     assert proxy.unkind.injected["short poll missed"] > 0
+
+
+def test_a_vm_its_cloud_does_not_list_yet_right_after_launch_is_not_failed(
+    proxy: FaultProxy, make_session: Callable[..., Session]
+) -> None:
+    """EC2 may leave an instance it has just launched out of DescribeInstances for a while:
+    the monitor used to take it for gone three heartbeats after its launch, and fail it."""
+    session = make_session(endpoint_url=proxy.url, clouds=(EC2,), register_timeout_s=300)
+    session.aws.client("iam").create_instance_profile(InstanceProfileName="clobi-agent")
+    proxy.unkind.become(Unkind(seed=6, ec2_lag_s=600))
+    pool = Pool(session)
+    (vm,) = pool.start("aws", 1)
+    monitor = Monitor(pool)
+    monitor.step(1000.0)
+    decisions = monitor.step(1030.0)
+    assert proxy.unkind.injected["ec2 describe missing"] > 0
+    record = session.vms.get(vm)
+    assert record is not None and record.state is VmState.STARTING, decisions
+    assert f"{vm}: VM is gone from its cloud; marked failed and terminated" in monitor.step(1061.0)
