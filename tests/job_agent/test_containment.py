@@ -118,7 +118,7 @@ import sys
 from pathlib import Path
 from job_agent.containment import AdoptedJail, jail
 from job_agent.runner import JobProcess
-from shared.models import JobTask
+from shared.records import JobTask
 work = Path(sys.argv[1])
 task = JobTask(id="c0ffee00.0", name="escape", script="job.sh", sandbox_key="k",
                attempt=1, max_attempts=1)
