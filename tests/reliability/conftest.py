@@ -1,10 +1,13 @@
-"""Fixtures of the bad-input tests (test_bad_*.py): one session shared by a module's tests,
-a folder to submit from."""
+"""Fixtures of the reliability tests: a fault proxy and a session behind it (the fault tests);
+for the bad-input tests (test_bad_*.py), one session shared by a module's tests and a folder
+to submit from."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,9 +15,11 @@ from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.lifecycle import create_session
 from shared import sessionfile
+from shared.aws import Aws
 from shared.home import private_dir
 from shared.models import LocalCloud, SessionConfig
 from shared.session import Session
+from tests.faults.proxy import FaultProxy
 from tests.faults.state import lose_state
 from tests.reliability.bad_input import Shared
 
@@ -52,3 +57,23 @@ def work(tmp_path: Path) -> Path:
     (work / "in.txt").write_text("input\n")
     (work / "d" / "in.txt").write_text("another\n")
     return work
+
+
+@pytest.fixture
+def proxy(aws_endpoint: str) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the endpoint (tests/faults/README.md)."""
+    with FaultProxy(aws_endpoint) as fault_proxy:
+        yield fault_proxy
+
+
+@pytest.fixture
+def faulty(
+    proxy: FaultProxy, aws_endpoint: str, make_session: Callable[..., Session]
+) -> Callable[..., tuple[Session, Session]]:
+    """A session whose components go through the proxy, and the same session seen directly."""
+
+    def make(**overrides: Any) -> tuple[Session, Session]:
+        session = make_session(endpoint_url=proxy.url, **overrides)
+        return session, Session(session.info, Aws(session.info.region, aws_endpoint))
+
+    return make

@@ -5,7 +5,7 @@ queue read right after its creation. Each test fails on the code before its fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,6 @@ from tests.job_agent.ec2vm import FAST, make_vm
 
 NO_VMS = (LocalCloud(name="local", driver="local", cores_per_vm=1, max_vms=1),)
 EC2 = Ec2Cloud(name="aws", driver="ec2", ami="ami-12c6146b", instance_profile="clobi-agent")
-
-
-@pytest.fixture
-def proxy(aws_endpoint: str) -> Iterator[FaultProxy]:
-    with FaultProxy(aws_endpoint) as fault_proxy:
-        yield fault_proxy
 
 
 def _jobs(tmp_path: Path, count: int) -> JobSpec:

@@ -21,7 +21,6 @@ from job_agent.runner import job_processes
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.pool import Pool
-from shared.aws import Aws
 from shared.message import JobMessage
 from shared.records import JobState
 from shared.session import Session
@@ -32,25 +31,6 @@ from tests.faults.state import lose_state
 from tests.helpers import cli, requires_tool, wait_until
 
 LEASE = {"lease_s": 4, "heartbeat_s": 0.5}
-
-
-@pytest.fixture
-def proxy(aws_endpoint: str) -> Iterator[FaultProxy]:
-    with FaultProxy(aws_endpoint) as fault_proxy:
-        yield fault_proxy
-
-
-@pytest.fixture
-def faulty(
-    proxy: FaultProxy, aws_endpoint: str, make_session: Callable[..., Session]
-) -> Callable[..., tuple[Session, Session]]:
-    """A session whose components go through the proxy, and the same session seen directly."""
-
-    def make(**overrides: Any) -> tuple[Session, Session]:
-        session = make_session(endpoint_url=proxy.url, **overrides)
-        return session, Session(session.info, Aws(session.info.region, aws_endpoint))
-
-    return make
 
 
 def script(tmp_path: Path, body: str, name: str = "job.sh") -> str:

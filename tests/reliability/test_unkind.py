@@ -12,7 +12,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ import pytest
 from jobmgmt import JobSpec
 from jobmgmt.client import JobClient
 from resource_manager.pool import Pool
-from shared.aws import Aws
 from shared.errors import AwsError
 from shared.records import JobState
 from shared.session import Session
@@ -34,25 +33,6 @@ LEASE = {"lease_s": 4, "heartbeat_s": 0.5}
 # A lease period that a client with sane pacing can hold through 80% of its calls throttled
 # for good (a 4 s lease leaves about 2 s to land one renewal in: a coin flip or two).
 THROTTLED_LEASE = {"lease_s": 12, "heartbeat_s": 0.5}
-
-
-@pytest.fixture
-def proxy(aws_endpoint: str) -> Iterator[FaultProxy]:
-    with FaultProxy(aws_endpoint) as fault_proxy:
-        yield fault_proxy
-
-
-@pytest.fixture
-def faulty(
-    proxy: FaultProxy, aws_endpoint: str, make_session: Callable[..., Session]
-) -> Callable[..., tuple[Session, Session]]:
-    """A session whose components go through the proxy, and the same session seen directly."""
-
-    def make(**overrides: Any) -> tuple[Session, Session]:
-        session = make_session(endpoint_url=proxy.url, **overrides)
-        return session, Session(session.info, Aws(session.info.region, aws_endpoint))
-
-    return make
 
 
 def be_unkind(proxy: FaultProxy, config: Unkind) -> UnkindEndpoint:
