@@ -279,6 +279,8 @@ class JobAgent:
                 if due:
                     last_renew = time.monotonic()
                 behind = not self._renew_leases(everyone=due)
+                if behind:  # the leases first: the VM's heartbeat can wait a turn
+                    continue
                 self._vm_heartbeat()
                 if self._watch_spot and not self.drain.requested and spot_interrupted():
                     # Two minutes left: its jobs go back to the queue now, uncounted,
