@@ -152,7 +152,7 @@ class JobAgent:
         free = self.wait_for_free_slots()
         if not free:
             return
-        batch = self.polling.next_messages(free)
+        batch = self.polling.next_messages(free, busy=bool(self.running()))
         if batch is None:
             return
         if self.stopping.is_set() or self.drain.check(fresh=batch.woke):  # since the wait

@@ -31,12 +31,13 @@ class Polling:
         self._empty_until: dict[str, float] = {}  # queue URL -> monotonic time to ask again
         self._last_fill = 0.0
 
-    def next_messages(self, free: int) -> Batch | None:
+    def next_messages(self, free: int, busy: bool = False) -> Batch | None:
         """Up to `free` messages, or None when there is no work now. Blocks up to
-        `idle_wait_s` when idle; raises AwsError."""
+        `idle_wait_s` when idle; raises AwsError. `busy`: some job runs here (no last look
+        before idling: its waits would hold up a busy agent's next round)."""
         if time.monotonic() < self._idle_until:
             return self._long_poll(free)
-        return self._round_and_fill(free)
+        return self._round_and_fill(free, busy)
 
     def every_queue_next(self) -> None:
         """Receive from every queue next time, even those just found empty (a wake-up)."""
@@ -50,7 +51,7 @@ class Polling:
         self._idle_until = 0.0
         return Batch(messages, woke=True)
 
-    def _round_and_fill(self, free: int) -> Batch | None:
+    def _round_and_fill(self, free: int, busy: bool) -> Batch | None:
         messages = self._round(free)
         woke = False
         # Short of work: top up the dispatch window, at once before going idle (with the
@@ -59,7 +60,7 @@ class Polling:
             self.every_queue_next()
             woke = not messages
             messages += self._round(free - len(messages))
-        if not messages:  # a last look that asks every server before going idle
+        if not messages and not busy:  # a last look that asks every server before idling
             self.queues.flush(now=True)  # nothing to delete waits out its waits
             self.every_queue_next()
             messages = self._round(free, wait_s=LAST_LOOK_WAIT_S)

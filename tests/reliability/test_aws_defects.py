@@ -164,7 +164,7 @@ def test_an_agent_finds_work_in_a_higher_queue_though_every_short_poll_misses(
     """A receive without a wait asks some of SQS's servers only, and may answer empty while
     messages are there. Agents used to look at the higher queues with such receives alone (and
     long-poll only the lowest): a priority-2 job could wait for ever. Before idling, an agent
-    now looks at every queue once more with a short wait."""
+    now looks at every queue once more with a short wait (when no job of its own runs)."""
     session = make_session(endpoint_url=proxy.url, priorities=3, clouds=NO_VMS)
     proxy.unkind.become(Unkind(seed=5, short_poll_miss_rate=1.0))
     Pool(session).start("local", 1)
