@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections import Counter as Counter_
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +34,8 @@ from shared.vms import AUTOSCALE_SETTING
 
 MAX_BATCH_DRAWS = 5
 Counter = Callable[[int, int], None]  # (done, total)
+
+log = logging.getLogger(__name__)
 
 
 def connect(session: str | None = None) -> JobClient:
@@ -90,9 +93,18 @@ class JobClient:
                     continue  # a random batch id that another submission holds: draw again
                 self._check_token(jobs[0].id.partition(".")[0], token or "", digest)
                 self._create(jobs, progress, resume=True)  # this one, resumed after a crash
-            Dispatcher(self.session).fill(fresh=[job.pending() for job in jobs])
+            self._release(jobs)
             return [job.id for job in jobs]
         raise ClobiError(f"no free batch id after {MAX_BATCH_DRAWS} draws")
+
+    def _release(self, jobs: list[NewJob]) -> None:
+        """Send the new jobs' messages now, as far as the dispatch window allows. The jobs
+        exist: should this fail (throttled, say), agents and the Resource Manager release
+        them at their next fill, so the submit still succeeds."""
+        try:
+            Dispatcher(self.session).fill(fresh=[job.pending() for job in jobs])
+        except AwsError as err:
+            log.warning("jobs submitted; their release is left to the next fill: %s", err)
 
     def _check_token(self, batch: str, token: str, digest: str) -> None:
         first = naming.job_id(batch, 0)
