@@ -57,6 +57,7 @@ class Monitor:
         self._gone: dict[str, VmState] = {}  # stopped or failed, and not alive in its cloud
         self._started = False
         self._next_leftovers = 0.0
+        self._finished: Counter[JobState] = Counter()  # counted by the last step's VM scan
 
     def step(self, mono: float) -> list[str]:
         """One pass at `mono`, a time.monotonic() reading (every interval the monitor judges
@@ -96,7 +97,8 @@ class Monitor:
 
     def _check_vms(self, now: float, decisions: list[str]) -> list[VmRecord]:
         alive = self._alive_in_clouds()
-        vms = self.pool.vms()
+        self._finished = Counter()
+        vms = self.session.vms.all(finished=self._finished)  # one scan: VMs and job counts
         self._terminate_orphans(alive, {vm.id for vm in vms}, decisions)
         self._gone = {}
         for vm in vms:
@@ -142,12 +144,11 @@ class Monitor:
         an index of every finished job."""
         counts = Counter(active)
         try:
-            finished = self.session.vms.finished()
             submitted = sum(self.session.events.submissions().values())
         except AwsError as err:  # counts are for display only
             log.warning("cannot count the jobs: %s", err)
             return counts
-        counts.update({str(state): n for state, n in finished.items()})
+        counts.update({str(state): n for state, n in self._finished.items()})
         counts[str(JobState.QUEUED)] = max(0, submitted - sum(counts.values()))
         return counts
 

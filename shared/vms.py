@@ -225,20 +225,22 @@ class VmTable:
         except ConditionFailed:
             pass
 
-    def all(self) -> list[VmRecord]:
-        """Every VM of the session (a scan: the registry holds a few hundred items at most)."""
+    def all(self, finished: Counter[JobState] | None = None) -> list[VmRecord]:
+        """Every VM of the session (a scan: the registry holds a few hundred items at most);
+        the same scan adds the finished jobs' counts (shared/tallies.py) to `finished`."""
+        items = self._scan()
+        if finished is not None:
+            for raw in items:
+                add_counts(raw, finished)
         records = [  # not the leases and settings (`@...`), nor counts alone (a VM unknown)
-            _record(raw)
-            for raw in self._scan()
-            if not str(raw["id"]).startswith("@") and "state" in raw
+            _record(raw) for raw in items if not str(raw["id"]).startswith("@") and "state" in raw
         ]
         return sorted(records, key=lambda r: (r.started_at is None, r.started_at, r.id))
 
     def finished(self) -> Counter[JobState]:
-        """How many jobs succeeded, failed and were cancelled (shared/tallies.py)."""
+        """How many jobs succeeded, failed and were cancelled."""
         counts: Counter[JobState] = Counter()
-        for raw in self._scan():
-            add_counts(raw, counts)
+        self.all(finished=counts)
         return counts
 
     def _scan(self) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -139,3 +140,12 @@ def tar_member(
     for key, value in attrs.items():
         setattr(info, key, value)
     return info, data if kind == tarfile.REGTYPE else None
+
+
+def session_from_cli(tmp_path: Path, config: str) -> str:
+    """`clobi session create` of a config written from `config`, as a user runs it: the id."""
+    path = tmp_path / "session.toml"
+    path.write_text(config)
+    created = cli("session", "create", str(path))
+    assert created.code == 0, created.err
+    return created.out.split()[-1]

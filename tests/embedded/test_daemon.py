@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.helpers import cli, wait_until
+from tests.helpers import cli, session_from_cli, wait_until
 
 CONFIG = """name = "kept"
 endpoint_url = "local"
@@ -22,11 +22,7 @@ max_vms = 4
 
 
 def create(tmp_path: Path) -> str:
-    config = tmp_path / "session.toml"
-    config.write_text(CONFIG)
-    created = cli("session", "create", str(config))
-    assert created.code == 0, created.err
-    return created.out.split()[-1]
+    return session_from_cli(tmp_path, CONFIG)
 
 
 def test_down_then_up_keeps_the_session_and_status_is_identical(

@@ -19,7 +19,7 @@ from shared.aws import from_item
 from shared.models import LocalCloud
 from shared.session import Session
 from tests.faults.invariants import assert_invariants
-from tests.helpers import cli, clobi_process, stop_process, wait_until
+from tests.helpers import cli, clobi_process, session_from_cli, stop_process, wait_until
 
 CONFIG = """name = "durable"
 endpoint_url = "local"
@@ -40,11 +40,7 @@ max_vms = 4
 
 
 def start_session(tmp_path: Path) -> Session:
-    config = tmp_path / "session.toml"
-    config.write_text(CONFIG)
-    created = cli("session", "create", str(config))
-    assert created.code == 0, created.err
-    return Session(sessionfile.resolve(created.out.split()[-1]))
+    return Session(sessionfile.resolve(session_from_cli(tmp_path, CONFIG)))
 
 
 def submit(tmp_path: Path, session: Session, count: int, body: str) -> list[str]:
